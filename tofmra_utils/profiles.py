@@ -1,0 +1,332 @@
+"""Run profiles: every size that matters, defined once.
+
+Three profiles scale the same pipeline:
+
+``smoke``
+    The test suite's profile: the whole pipeline 01-06 runs in a few minutes on a CPU and proves
+    that every piece fits together. Results are not meaningful.
+``course``
+    A 2-core laptop CPU runs the whole pipeline in under 30 minutes with results worth discussing
+    in a class: GANs produce recognizable vessel patches, U-nets segment real vessels.
+``paper``
+    The study's settings (Kossen et al. 2021): 96 px patches, 1000 patches per subject, the study's
+    channel widths, batch sizes and epochs, 41 000 synthetic pairs. Meant for a GPU.
+
+Everything else in the package reads sizes from a :class:`Profile`; nothing hard-codes them.
+Values that deviate from the study in the CPU profiles are scaled-down on purpose and say so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "DataConfig",
+    "GanSettings",
+    "GanConfig",
+    "UnetConfig",
+    "TransferConfig",
+    "Profile",
+    "PROFILES",
+    "GAN_NAMES",
+    "get_profile",
+    "UnknownProfileError",
+]
+
+#: The three GAN variants of the study, in the order the notebooks train them.
+GAN_NAMES: tuple[str, ...] = ("dcgan", "wgan_gp", "wgan_gp_sn")
+
+
+class UnknownProfileError(ValueError):
+    """Raised for a profile name that is not one of :data:`PROFILES`."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Data sizes: phantom volumes, splits and patch sampling.
+
+    Attributes
+    ----------
+    site_a_subjects
+        Number of phantom subjects of site A (the GAN / U-net site). Study: 66 patients.
+    n_val, n_test
+        Site A subjects held out for validation and test (by subject). Study: 11 and 14;
+        the rest (study: 41) train.
+    site_b_subjects
+        Number of phantom subjects of site B (the transfer-learning site).
+    site_b_n_test
+        Site B subjects held out as its test set; the others form the fine-tuning pool.
+    volume_shape
+        Phantom site A volume shape in voxels (x, y, z), z is the axial (slice) axis.
+        Site B covers the same field of view at its own spacing.
+    patch_size
+        Side of the square 2D axial patches in pixels. Study: 96.
+    patches_per_subject
+        Patches per training/validation subject. Study: 1000.
+    vessel_patch_fraction
+        Fraction of patches centred on a vessel voxel; the rest sit at random brain positions.
+        Study: 0.5.
+    """
+
+    site_a_subjects: int
+    n_val: int
+    n_test: int
+    site_b_subjects: int
+    site_b_n_test: int
+    volume_shape: tuple[int, int, int]
+    patch_size: int
+    patches_per_subject: int
+    vessel_patch_fraction: float = 0.5
+
+    @property
+    def n_train(self) -> int:
+        """Site A training subjects (what is left after validation and test)."""
+        return self.site_a_subjects - self.n_val - self.n_test
+
+    @property
+    def site_b_pool(self) -> int:
+        """Site B subjects available for fine-tuning."""
+        return self.site_b_subjects - self.site_b_n_test
+
+
+@dataclass(frozen=True)
+class GanSettings:
+    """Optimization settings of one GAN variant.
+
+    Attributes
+    ----------
+    z_dim
+        Latent size. Study: 100 (DCGAN), 128 (WGAN-GP, WGAN-GP-SN).
+    lr, betas
+        Adam learning rate and betas (floats: torch 2.13 rejects integer betas).
+    batch_size
+        Samples per step.
+    epochs
+        Passes over the real training patches (counted in generator steps x batch).
+    n_critic
+        Discriminator/critic steps per generator step (1 for DCGAN, 5 for the WGANs).
+    gp_weight
+        Gradient-penalty weight lambda (0 for DCGAN, 10 for the WGANs).
+    """
+
+    z_dim: int
+    lr: float
+    betas: tuple[float, float]
+    batch_size: int
+    epochs: int
+    n_critic: int = 1
+    gp_weight: float = 0.0
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    """Architecture and schedule shared by the three GANs.
+
+    Attributes
+    ----------
+    generator_channels
+        Generator widths from the first (smallest) feature map upward; the critic mirrors them.
+        Each entry after the first doubles the spatial size, and the output layer doubles it once
+        more, so ``patch_size = base * 2 ** len(generator_channels)``. Study (96 px):
+        1536, 768, 384, 192, 96 from a 3x3 base.
+    variants
+        :class:`GanSettings` per GAN name in :data:`GAN_NAMES`.
+    n_synthetic
+        Synthetic pairs each trained GAN generates (study: 41 000, as many as real patches).
+    label_threshold
+        Binarization threshold of the generated label channel after mapping it to [0, 1]
+        (study: 0.8).
+    sample_every, checkpoint_every
+        Generator steps between fixed-noise sample grids / checkpoints.
+    """
+
+    generator_channels: tuple[int, ...]
+    variants: dict[str, GanSettings]
+    n_synthetic: int
+    label_threshold: float = 0.8
+    sample_every: int = 100
+    checkpoint_every: int = 200
+
+
+@dataclass(frozen=True)
+class UnetConfig:
+    """U-net (Livne et al. 2019) size and training schedule.
+
+    Attributes
+    ----------
+    base_width
+        Channels of the first level, doubled per pooling. Study: 64 (full) or 32 (half).
+    depth
+        Number of poolings. Study: 4.
+    dropout
+        Dropout probability in the deepest levels.
+    batch_size, epochs, lr
+        Training schedule (study: Adam 1e-4, about 10 epochs).
+    max_steps
+        Optional cap on optimizer steps per training run (CPU profiles); ``None`` = epochs decide.
+    inference_batch
+        Tiles per forward pass at whole-volume inference.
+    """
+
+    base_width: int
+    depth: int
+    dropout: float
+    batch_size: int
+    epochs: int
+    lr: float
+    max_steps: int | None = None
+    inference_batch: int = 256
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Transfer-learning sweep on site B.
+
+    Attributes
+    ----------
+    n_subjects
+        Numbers of site B training subjects to sweep (study: 1..15).
+    seeds
+        Repetitions per (arm, n); each draws its own subjects and initialization.
+    steps
+        Optimizer steps per run, the same for every arm (same budget).
+    lr, batch_size
+        Fine-tuning optimizer settings.
+    pretrained_gan
+        Which GAN's synthetic-data U-net initializes the "synthetic" arm (study: WGAN-GP-SN).
+    """
+
+    n_subjects: tuple[int, ...]
+    seeds: tuple[int, ...]
+    steps: int
+    lr: float
+    batch_size: int
+    pretrained_gan: str = "wgan_gp_sn"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One complete set of sizes for a run of the pipeline."""
+
+    name: str
+    description: str
+    seed: int
+    data: DataConfig
+    gan: GanConfig
+    unet: UnetConfig
+    transfer: TransferConfig
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict view (JSON-serializable) for manifests and summaries."""
+        return dataclasses.asdict(self)
+
+
+def _study_gan_settings(dcgan_epochs: int, wgan_epochs: int, dcgan_batch: int, wgan_batch: int) -> dict[str, GanSettings]:
+    wgan = GanSettings(
+        z_dim=128, lr=1e-4, betas=(0.0, 0.9), batch_size=wgan_batch, epochs=wgan_epochs, n_critic=5, gp_weight=10.0
+    )
+    return {
+        "dcgan": GanSettings(z_dim=100, lr=3e-4, betas=(0.5, 0.999), batch_size=dcgan_batch, epochs=dcgan_epochs),
+        "wgan_gp": wgan,
+        "wgan_gp_sn": wgan,
+    }
+
+
+SMOKE = Profile(
+    name="smoke",
+    description="Tests: the whole pipeline in a few minutes on a CPU; numbers are not meaningful.",
+    seed=1234,
+    data=DataConfig(
+        site_a_subjects=6,
+        n_val=1,
+        n_test=2,
+        site_b_subjects=4,
+        site_b_n_test=2,
+        volume_shape=(64, 64, 24),
+        patch_size=32,
+        patches_per_subject=64,
+    ),
+    gan=GanConfig(
+        generator_channels=(32, 16, 8),
+        variants=_study_gan_settings(dcgan_epochs=2, wgan_epochs=2, dcgan_batch=32, wgan_batch=32),
+        n_synthetic=192,
+        sample_every=5,
+        checkpoint_every=5,
+    ),
+    unet=UnetConfig(base_width=4, depth=4, dropout=0.1, batch_size=32, epochs=1, lr=1e-3, max_steps=10),
+    transfer=TransferConfig(n_subjects=(1, 2), seeds=(0,), steps=5, lr=1e-3, batch_size=16),
+)
+
+COURSE = Profile(
+    name="course",
+    description="A class on a 2-core laptop CPU: whole pipeline under 30 minutes, meaningful results.",
+    seed=2021,
+    data=DataConfig(
+        site_a_subjects=16,
+        n_val=2,
+        n_test=4,
+        site_b_subjects=14,
+        site_b_n_test=4,
+        volume_shape=(128, 128, 48),
+        patch_size=32,
+        patches_per_subject=400,
+    ),
+    gan=GanConfig(
+        generator_channels=(128, 64, 32),
+        variants=_study_gan_settings(dcgan_epochs=20, wgan_epochs=20, dcgan_batch=64, wgan_batch=64),
+        n_synthetic=4000,
+        sample_every=100,
+        checkpoint_every=200,
+    ),
+    unet=UnetConfig(base_width=16, depth=4, dropout=0.1, batch_size=32, epochs=4, lr=1e-3, max_steps=600),
+    transfer=TransferConfig(n_subjects=(1, 2, 5, 10), seeds=(0, 1), steps=150, lr=5e-4, batch_size=32),
+)
+
+PAPER = Profile(
+    name="paper",
+    description="The study's settings (Kossen et al. 2021), for a GPU.",
+    seed=2021,
+    data=DataConfig(
+        site_a_subjects=66,
+        n_val=11,
+        n_test=14,
+        site_b_subjects=20,
+        site_b_n_test=5,
+        volume_shape=(256, 256, 100),
+        patch_size=96,
+        patches_per_subject=1000,
+    ),
+    gan=GanConfig(
+        generator_channels=(1536, 768, 384, 192, 96),
+        variants=_study_gan_settings(dcgan_epochs=300, wgan_epochs=200, dcgan_batch=250, wgan_batch=300),
+        n_synthetic=41000,
+        sample_every=500,
+        checkpoint_every=1000,
+    ),
+    unet=UnetConfig(base_width=64, depth=4, dropout=0.1, batch_size=64, epochs=10, lr=1e-4, inference_batch=512),
+    transfer=TransferConfig(
+        n_subjects=tuple(range(1, 16)), seeds=(0, 1, 2), steps=2000, lr=1e-4, batch_size=64
+    ),
+)
+
+#: All profiles by name.
+PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, COURSE, PAPER)}
+
+
+def get_profile(name: str) -> Profile:
+    """Return the profile called ``name``.
+
+    Raises
+    ------
+    UnknownProfileError
+        If ``name`` is not one of ``smoke``, ``course``, ``paper``.
+    """
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise UnknownProfileError(
+            f"unknown profile {name!r}: choose one of {', '.join(sorted(PROFILES))}"
+        ) from None

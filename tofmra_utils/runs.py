@@ -1,0 +1,128 @@
+"""Where a run's artifacts live: ``runs/<profile>/`` and its fixed layout.
+
+Notebooks and commands never build these paths by hand; they ask a :class:`RunPaths`.
+
+::
+
+    runs/<profile>/
+        data/site_A/            prepared data set of site A (see tofmra_utils.patches)
+            dataset.json        subjects, their files, the split and the cache key
+            images/ labels/ masks/   phantom NIfTI volumes (when the phantom made them)
+            patches/train.npz val.npz
+        data/site_B/            the same for the transfer-learning site
+        gans/<name>/            checkpoints, losses.csv, sample grids of one GAN
+        synthetic/<name>/       patches.npz + datasheet.json made by that GAN
+        unets/<name>/           U-net checkpoints and training log ("real", "dcgan", ...)
+        transfer/               transfer-learning runs and results
+        results/                <notebook>.json key results, *.csv tables, figures
+        notebooks/              executed notebooks (tofmra run)
+        summary.json            per-notebook status, time and key results
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RunPaths", "SitePaths", "repo_root", "default_run_dir"]
+
+
+def repo_root(start: str | os.PathLike[str] | None = None) -> Path:
+    """The repository root (the folder holding ``pyproject.toml``) above ``start`` or the cwd.
+
+    Falls back to the current directory when the package runs outside the repository.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "pyproject.toml").exists() and (candidate / "tofmra_utils").is_dir():
+            return candidate
+    return Path.cwd().resolve()
+
+
+def default_run_dir(profile: str) -> Path:
+    """``<repo>/runs/<profile>``."""
+    return repo_root() / "runs" / profile
+
+
+@dataclass(frozen=True)
+class SitePaths:
+    """Files of one acquisition site's prepared data set."""
+
+    root: Path
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels"
+
+    @property
+    def masks(self) -> Path:
+        return self.root / "masks"
+
+    @property
+    def dataset_file(self) -> Path:
+        return self.root / "dataset.json"
+
+    @property
+    def patches_dir(self) -> Path:
+        return self.root / "patches"
+
+    def patch_file(self, split: str) -> Path:
+        """``patches/<split>.npz`` (split: ``train`` or ``val``)."""
+        return self.patches_dir / f"{split}.npz"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The layout of one run folder (see module docstring)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
+    def site(self, site: str) -> SitePaths:
+        """Data of site ``"A"`` or ``"B"``."""
+        return SitePaths(self.root / "data" / f"site_{site}")
+
+    def gan_dir(self, name: str) -> Path:
+        return self.root / "gans" / name
+
+    def synthetic_dir(self, name: str) -> Path:
+        return self.root / "synthetic" / name
+
+    def synthetic_file(self, name: str) -> Path:
+        return self.synthetic_dir(name) / "patches.npz"
+
+    def unet_dir(self, name: str) -> Path:
+        return self.root / "unets" / name
+
+    @property
+    def transfer_dir(self) -> Path:
+        return self.root / "transfer"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    def results_file(self, notebook: str) -> Path:
+        """Key results a notebook records (``results/<notebook>.json``)."""
+        return self.results_dir / f"{notebook}.json"
+
+    @property
+    def notebooks_dir(self) -> Path:
+        return self.root / "notebooks"
+
+    @property
+    def summary_file(self) -> Path:
+        return self.root / "summary.json"
+
+    def ensure(self) -> RunPaths:
+        """Create the top-level folders."""
+        for p in (self.root, self.results_dir):
+            p.mkdir(parents=True, exist_ok=True)
+        return self
