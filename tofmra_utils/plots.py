@@ -23,6 +23,7 @@ __all__ = [
     "mip_pair",
     "intensity_histograms",
     "loss_curves",
+    "pipeline_diagram",
 ]
 
 #: Colour of vessel labels in overlays (RGB, 0..1).
@@ -172,5 +173,32 @@ def loss_curves(steps: Sequence[float], curves: dict[str, Sequence[float]], titl
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def pipeline_diagram() -> Figure:
+    """The study's pipeline as a flow chart, each box labelled with the notebook that does it."""
+    steps = [
+        ("01", "TOF-MRA volumes\n(phantom or NIfTI)", "#d9e8f5"),
+        ("01", "2D patches\nimage + label", "#d9e8f5"),
+        ("02-04", "three GANs:\nDCGAN, WGAN-GP,\nWGAN-GP-SN", "#f8e0c8"),
+        ("02-04", "synthetic\nimage + label pairs", "#f8e0c8"),
+        ("05", "U-net trained on\nreal vs synthetic", "#dcefd8"),
+        ("05", "test volumes:\nDSC, 95HD", "#dcefd8"),
+        ("06", "transfer learning\nto site B", "#eadcf2"),
+    ]
+    fig, ax = plt.subplots(figsize=(11, 2.3))
+    ax.set_xlim(0, len(steps))
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    for i, (nb, text, colour) in enumerate(steps):
+        ax.add_patch(plt.Rectangle((i + 0.06, 0.22), 0.88, 0.56, facecolor=colour, edgecolor="0.3"))
+        ax.text(i + 0.5, 0.5, text, ha="center", va="center", fontsize=8.5)
+        ax.text(i + 0.5, 0.08, f"notebook {nb}", ha="center", va="center", fontsize=8, color="0.35")
+        if i + 1 < len(steps):
+            ax.annotate("", xy=(i + 1.06, 0.5), xytext=(i + 0.94, 0.5), arrowprops={"arrowstyle": "->", "color": "0.3"})
+    ax.annotate("", xy=(4.5, 0.8), xytext=(1.5, 0.8), arrowprops={"arrowstyle": "->", "color": "0.55", "ls": "--", "connectionstyle": "arc3,rad=-0.25"})
+    ax.text(3.0, 0.99, "real patches: the baseline U-net", ha="center", fontsize=8, color="0.4")
     fig.tight_layout()
     return fig

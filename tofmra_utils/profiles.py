@@ -33,6 +33,7 @@ __all__ = [
     "GAN_NAMES",
     "get_profile",
     "UnknownProfileError",
+    "profile_table",
 ]
 
 #: The three GAN variants of the study, in the order the notebooks train them.
@@ -330,3 +331,25 @@ def get_profile(name: str) -> Profile:
         raise UnknownProfileError(
             f"unknown profile {name!r}: choose one of {', '.join(sorted(PROFILES))}"
         ) from None
+
+
+def profile_table():
+    """The sizes that differ between profiles, one row per setting (a pandas DataFrame)."""
+    import pandas as pd
+
+    rows = {
+        "site A subjects (train/val/test)": lambda p: f"{p.data.site_a_subjects} ({p.data.n_train}/{p.data.n_val}/{p.data.n_test})",
+        "site B subjects (pool/test)": lambda p: f"{p.data.site_b_subjects} ({p.data.site_b_pool}/{p.data.site_b_n_test})",
+        "phantom volume (voxels)": lambda p: "x".join(map(str, p.data.volume_shape)),
+        "patch size (px)": lambda p: p.data.patch_size,
+        "patches per subject": lambda p: p.data.patches_per_subject,
+        "generator channels": lambda p: ", ".join(map(str, p.gan.generator_channels)),
+        "GAN epochs (DCGAN / WGANs)": lambda p: f"{p.gan.variants['dcgan'].epochs} / {p.gan.variants['wgan_gp'].epochs}",
+        "GAN batch (DCGAN / WGANs)": lambda p: f"{p.gan.variants['dcgan'].batch_size} / {p.gan.variants['wgan_gp'].batch_size}",
+        "synthetic pairs per GAN": lambda p: p.gan.n_synthetic,
+        "U-net base width": lambda p: p.unet.base_width,
+        "U-net epochs (step cap)": lambda p: f"{p.unet.epochs} ({p.unet.max_steps or 'none'})",
+        "transfer: site-B subjects n": lambda p: ", ".join(map(str, p.transfer.n_subjects)),
+        "transfer: seeds x steps": lambda p: f"{len(p.transfer.seeds)} x {p.transfer.steps}",
+    }
+    return pd.DataFrame({name: [fn(p) for fn in rows.values()] for name, p in PROFILES.items()}, index=list(rows))

@@ -1,0 +1,53 @@
+# The whole set-up on a fresh machine: `make reproduce` (the study on the phantom, course profile,
+# plus the book) and `make test` (the test suite, notebooks included). Both create .venv and
+# install the project's pinned dependencies first; nothing is reinstalled when pyproject.toml
+# has not changed.
+PYTHON  ?= python3
+PROFILE ?= course
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+# nbval's and the pipeline test's run folder; emptied before every `make test`.
+TEST_RUN := runs/test-smoke
+
+.PHONY: install reproduce run book test unit notebooks bench clean help
+
+help:
+	@echo "make reproduce   run notebooks 01-06 on the phantom (PROFILE=$(PROFILE)) and build the book"
+	@echo "make test        unit tests + every notebook under nbval (smoke profile)"
+	@echo "make run|book    only the pipeline / only the book (PROFILE=smoke|course|paper)"
+	@echo "make bench       speed benchmarks (print numbers)"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[book,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/tofmra run --profile $(PROFILE) --book
+
+run: $(STAMP)
+	$(BIN)/tofmra run --profile $(PROFILE)
+
+book: $(STAMP)
+	$(BIN)/tofmra book --profile $(PROFILE)
+
+test: $(STAMP)
+	rm -rf $(TEST_RUN)
+	TOFMRA_RUN_DIR=$(CURDIR)/$(TEST_RUN) $(BIN)/python -m pytest
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+notebooks: $(STAMP)
+	rm -rf $(TEST_RUN)
+	TOFMRA_RUN_DIR=$(CURDIR)/$(TEST_RUN) $(BIN)/python -m pytest notebooks
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf runs/smoke $(TEST_RUN)

@@ -1,0 +1,175 @@
+"""Profiles, atomic IO, checkpoints with RNG state, the patch-set format, the notebook context."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from tofmra_utils import setup_notebook
+from tofmra_utils.checkpoint import load_checkpoint, save_checkpoint, strip_module_prefix
+from tofmra_utils.io import DataError, atomic_path, load_volume, save_volume, write_json
+from tofmra_utils.patchset import KIND_SYNTHETIC, PatchSet
+from tofmra_utils.profiles import GAN_NAMES, PROFILES, UnknownProfileError, get_profile
+from tofmra_utils.seeding import get_rng_state, set_rng_state
+
+
+# ----------------------------------------------------------------------------- profiles
+def test_unknown_profile_names_the_choices():
+    with pytest.raises(UnknownProfileError, match="unknown profile 'nope'.*course"):
+        get_profile("nope")
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_profile_sizes_are_consistent(name):
+    p = get_profile(name)
+    d = p.data
+    assert d.n_train >= 1 and d.n_val >= 1 and d.n_test >= 1
+    assert d.site_b_pool >= max(p.transfer.n_subjects), "transfer sweep needs that many site-B subjects"
+    assert d.site_b_n_test >= 1
+    # The generator doubles the base map once per channel entry: patch = base * 2**len(channels).
+    base, rest = divmod(d.patch_size, 2 ** len(p.gan.generator_channels))
+    assert rest == 0 and base >= 2
+    # The U-net pools `depth` times.
+    assert d.patch_size % 2**p.unet.depth == 0
+    assert set(p.gan.variants) == set(GAN_NAMES)
+    for s in p.gan.variants.values():
+        assert all(isinstance(b, float) for b in s.betas), "Adam betas must be floats"
+    assert p.transfer.pretrained_gan in GAN_NAMES
+    json.dumps(p.to_dict())  # manifests store it
+
+
+def test_paper_profile_holds_the_study_settings():
+    p = get_profile("paper")
+    assert (p.data.site_a_subjects, p.data.n_val, p.data.n_test, p.data.n_train) == (66, 11, 14, 41)
+    assert (p.data.patch_size, p.data.patches_per_subject) == (96, 1000)
+    assert p.gan.generator_channels == (1536, 768, 384, 192, 96)
+    assert p.gan.n_synthetic == 41000 and p.gan.label_threshold == 0.8
+    dc, gp, sn = (p.gan.variants[n] for n in GAN_NAMES)
+    assert (dc.z_dim, dc.lr, dc.betas, dc.batch_size, dc.epochs) == (100, 3e-4, (0.5, 0.999), 250, 300)
+    assert (gp.z_dim, gp.lr, gp.betas, gp.batch_size, gp.epochs, gp.n_critic, gp.gp_weight) == (
+        128, 1e-4, (0.0, 0.9), 300, 200, 5, 10.0)
+    assert sn == gp
+    assert (p.unet.base_width, p.unet.depth, p.unet.lr, p.unet.epochs) == (64, 4, 1e-4, 10)
+    assert p.transfer.n_subjects == tuple(range(1, 16))
+
+
+# ----------------------------------------------------------------------------- io
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "results.json"
+    write_json(target, {"dsc": 0.8})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half written")
+            raise RuntimeError("crash while writing")
+    assert json.loads(target.read_text()) == {"dsc": 0.8}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"], "temporary file left behind"
+
+
+def test_volume_roundtrip_keeps_geometry(tmp_path):
+    affine = np.diag([0.5, 0.7, 1.2, 1.0])
+    affine[:3, 3] = [-10, 5, 3]
+    data = np.random.default_rng(0).random((7, 6, 5)).astype(np.float32)
+    path = save_volume(tmp_path / "s.nii.gz", data, affine)
+    vol = load_volume(path)
+    np.testing.assert_allclose(vol.data, data)
+    np.testing.assert_allclose(vol.affine, affine)
+    assert vol.spacing == pytest.approx((0.5, 0.7, 1.2))
+
+
+def test_load_volume_errors_name_the_file(tmp_path):
+    with pytest.raises(DataError, match="missing.nii.gz: file not found"):
+        load_volume(tmp_path / "missing.nii.gz")
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"\x1f\x8b not really a nifti")
+    with pytest.raises(DataError, match="bad.nii.gz: unreadable or truncated"):
+        load_volume(bad)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def test_checkpoint_roundtrip_restores_rng_streams(tmp_path):
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    model(torch.randn(8, 4)).sum().backward()
+    opt.step()
+    path = save_checkpoint(tmp_path / "c.pt", {"model": model.state_dict(), "opt": opt.state_dict(), "step": 1, "rng": get_rng_state()})
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    state = load_checkpoint(path)  # weights_only=True inside
+    set_rng_state(state["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+    fresh = torch.nn.Linear(4, 2)
+    fresh.load_state_dict(state["model"])
+    assert torch.equal(fresh.weight, model.weight) and state["step"] == 1
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(1000)})
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataError, match="c.pt: unreadable checkpoint"):
+        load_checkpoint(path)
+
+
+def test_strip_module_prefix():
+    assert strip_module_prefix({"module.a": 1, "module.b": 2}) == {"a": 1, "b": 2}
+    assert strip_module_prefix({"module.a": 1, "b": 2}) == {"module.a": 1, "b": 2}
+
+
+# ----------------------------------------------------------------------------- patch sets
+def _patchset(n=5, size=8):
+    rng = np.random.default_rng(0)
+    return PatchSet(
+        image=rng.uniform(-1, 1, (n, size, size)),
+        label=rng.integers(0, 2, (n, size, size)),
+        subject=[f"A-{i % 2:03d}" for i in range(n)],
+        kind=[i % 2 for i in range(n)],
+        centre=[[i, i, i] for i in range(n)],
+        meta={"profile": "smoke"},
+    )
+
+
+def test_patchset_roundtrip_and_subject_selection(tmp_path):
+    ps = _patchset()
+    loaded = PatchSet.load(ps.save(tmp_path / "p.npz"))
+    np.testing.assert_array_equal(loaded.image, ps.image)
+    np.testing.assert_array_equal(loaded.label, ps.label)
+    assert loaded.meta == {"profile": "smoke"} and len(loaded) == 5 and loaded.patch_size == 8
+    sub = loaded.for_subjects(["A-001"])
+    assert len(sub) == 2 and set(sub.subject) == {"A-001"}
+
+
+def test_patchset_rejects_bad_values(tmp_path):
+    with pytest.raises(DataError, match=r"\[-1, 1\]"):
+        PatchSet(image=np.full((2, 4, 4), 3.0), label=np.zeros((2, 4, 4)), subject=["a", "b"], kind=[0, 0], centre=np.zeros((2, 3)))
+    with pytest.raises(DataError, match="label shape"):
+        PatchSet(image=np.zeros((2, 4, 4)), label=np.zeros((2, 4, 5)), subject=["a", "b"], kind=[0, 0], centre=np.zeros((2, 3)))
+    (tmp_path / "x.npz").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="x.npz: unreadable patch set"):
+        PatchSet.load(tmp_path / "x.npz")
+
+
+def test_synthetic_patchset_carries_no_subject():
+    ps = PatchSet.synthetic(np.zeros((3, 4, 4)), np.ones((3, 4, 4)), meta={"gan": "dcgan"})
+    assert set(ps.subject) == {"synthetic"} and set(ps.kind) == {KIND_SYNTHETIC}
+    assert (ps.centre == -1).all() and ps.vessel_fraction() == 1.0
+
+
+# ----------------------------------------------------------------------------- notebook context
+def test_setup_notebook_resolves_environment_and_records(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOFMRA_PROFILE", "smoke")
+    monkeypatch.setenv("TOFMRA_RUN_DIR", str(tmp_path / "run"))
+    ctx = setup_notebook("99_test")
+    assert ctx.profile.name == "smoke" and ctx.paths.root == (tmp_path / "run").resolve()
+    ctx.record(dsc=0.5)
+    ctx.record(hd95=3.0)
+    assert ctx.recorded("99_test") == {"dsc": 0.5, "hd95": 3.0}
+    explicit = setup_notebook("99_test", profile="course", run_dir=str(tmp_path / "other"))
+    assert explicit.profile.name == "course" and explicit.paths.root.name == "other"
+    with pytest.raises(DataError, match="file not found"):
+        ctx.recorded("01_never_ran")

@@ -1,0 +1,288 @@
+"""Run the numbered notebooks in order with papermill: the whole study with one command.
+
+``tofmra run --profile course`` executes ``notebooks/NN_*.ipynb`` in number order, passes each
+the profile and run folder as papermill parameters, writes executed notebooks to
+``runs/<profile>/notebooks/`` and keeps ``runs/<profile>/summary.json`` up to date after every
+notebook (status, wall time, the key results the notebook recorded).
+
+Two rules papermill does not enforce on its own:
+
+* An unknown parameter is an error, raised before anything runs (papermill only warns).
+* A failing notebook stops the run, naming the notebook and the failing cell; the results of
+  the notebooks before it stay, and the failed execution is kept as ``<name>.failed.ipynb``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .io import read_json, write_json
+from .profiles import get_profile
+from .runs import RunPaths, default_run_dir, repo_root
+
+__all__ = [
+    "PipelineError",
+    "discover_notebooks",
+    "select_notebooks",
+    "notebook_parameters",
+    "parse_parameters",
+    "plan_parameters",
+    "run_pipeline",
+]
+
+NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
+#: Parameters every numbered notebook declares; the runner always passes them.
+STANDARD_PARAMETERS = ("profile", "run_dir")
+#: Runner options that become parameters of the notebooks declaring them.
+DATA_PARAMETERS = {"data_dir": "--data", "site_b_dir": "--data-b"}
+
+
+class PipelineError(RuntimeError):
+    """A run could not start or a notebook failed; the message says which and where."""
+
+
+def discover_notebooks(notebooks_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) of ``notebooks_dir``, in number order."""
+    nb_dir = Path(notebooks_dir) if notebooks_dir else repo_root() / "notebooks"
+    if not nb_dir.is_dir():
+        raise PipelineError(f"{nb_dir}: notebooks folder not found (run from the repository)")
+    found = sorted(p for p in nb_dir.iterdir() if NOTEBOOK_PATTERN.match(p.name))
+    if not found:
+        raise PipelineError(f"{nb_dir}: no numbered notebooks (NN_name.ipynb)")
+    return found
+
+
+def select_notebooks(notebooks: Sequence[Path], only: str | Sequence[str] | None) -> list[Path]:
+    """Keep the notebooks whose number is in ``only`` (``"01,05"`` or ``["01", "5"]``)."""
+    if not only:
+        return list(notebooks)
+    wanted = [w.strip() for w in (only.split(",") if isinstance(only, str) else only) if w.strip()]
+    by_number = {NOTEBOOK_PATTERN.match(p.name).group(1): p for p in notebooks}  # type: ignore[union-attr]
+    chosen = []
+    for w in wanted:
+        key = w.zfill(2)
+        if key not in by_number:
+            raise PipelineError(f"--only {w}: no notebook numbered {key} (have {', '.join(sorted(by_number))})")
+        chosen.append(by_number[key])
+    return sorted(set(chosen))
+
+
+def notebook_parameters(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parameters declared in a notebook's ``parameters`` cell (name -> default as written)."""
+    import papermill
+
+    try:
+        declared = papermill.inspect_notebook(str(path))
+    except Exception as err:
+        raise PipelineError(f"{path}: cannot read its parameters ({err})") from None
+    return {name: info.get("default") for name, info in declared.items()}
+
+
+def parse_parameters(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["epochs=3", "name=x"]`` -> ``{"epochs": 3, "name": "x"}`` (values parsed as YAML scalars)."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.isidentifier():
+            raise PipelineError(f"-p {pair!r}: expected NAME=VALUE with a Python identifier as NAME")
+        params[name] = yaml.safe_load(value) if value else ""
+    return params
+
+
+def plan_parameters(
+    notebooks: Sequence[Path], standard: dict[str, Any], extra: dict[str, Any]
+) -> dict[Path, dict[str, Any]]:
+    """Decide what each notebook receives; raise on any parameter no notebook declares.
+
+    ``standard`` (profile, run_dir) goes to every notebook, which must declare it. Each ``extra``
+    parameter goes to the notebooks that declare it and must be declared by at least one.
+    """
+    declared = {nb: notebook_parameters(nb) for nb in notebooks}
+    for nb, names in declared.items():
+        missing = [k for k in standard if k not in names]
+        if missing:
+            raise PipelineError(f"{nb.name}: its parameters cell does not declare {', '.join(missing)}")
+    for name in extra:
+        if not any(name in names for names in declared.values()):
+            known = sorted({n for names in declared.values() for n in names})
+            raise PipelineError(
+                f"unknown parameter {name!r}: no selected notebook declares it (known: {', '.join(known)})"
+            )
+    return {
+        nb: {**standard, **{k: v for k, v in extra.items() if k in names}}
+        for nb, names in declared.items()
+    }
+
+
+def _failure_message(nb: Path, err: BaseException, executed: Path) -> tuple[str, dict[str, Any]]:
+    """Name the notebook and the failing cell of a papermill error."""
+    info: dict[str, Any] = {"error": f"{type(err).__name__}"}
+    cell = None
+    try:
+        import nbformat
+
+        done = nbformat.read(str(executed), as_version=4)
+        # Count cells as in the source notebook: skip the cells papermill inserts.
+        inserted = {"injected-parameters", "papermill-error-cell-tag"}
+        own = [c for c in done.cells if not inserted & set(c.get("metadata", {}).get("tags", []))]
+        for index, c in enumerate(own):
+            if c.cell_type == "code" and any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+                cell = (index, c.get("execution_count"), c.source.strip().splitlines()[:1])
+                break
+    except Exception:  # the executed file may be missing if the kernel died early
+        pass
+    ename = getattr(err, "ename", type(err).__name__)
+    evalue = getattr(err, "evalue", str(err))
+    where = f"cell {cell[0]} (In [{cell[1]}]: {cell[2][0] if cell[2] else ''!s})" if cell else "before any cell ran"
+    info.update({"error": f"{ename}: {evalue}", "cell_index": cell[0] if cell else None})
+    return f"notebook {nb.stem} failed in {where}: {ename}: {evalue}", info
+
+
+def _base_summary(paths: RunPaths, profile: str) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    if paths.summary_file.exists():
+        try:
+            summary = read_json(paths.summary_file)
+        except Exception:
+            summary = {}
+    summary.update(
+        {
+            "profile": profile,
+            "run_dir": str(paths.root),
+            "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        }
+    )
+    summary.setdefault("notebooks", {})
+    return summary
+
+
+def run_pipeline(
+    profile: str = "course",
+    out: str | os.PathLike[str] | None = None,
+    only: str | Sequence[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    site_b_dir: str | os.PathLike[str] | None = None,
+    parameters: dict[str, Any] | None = None,
+    book: bool = False,
+    notebooks_dir: str | os.PathLike[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Execute the numbered notebooks in order; return (and write) the run summary.
+
+    Parameters
+    ----------
+    profile
+        ``smoke``, ``course`` or ``paper``.
+    out
+        Run folder (default ``runs/<profile>``).
+    only
+        Notebook numbers to run (``"01,05"``); default all.
+    data_dir, site_b_dir
+        Folders of real NIfTI volumes for sites A and B, passed to the notebooks that declare
+        ``data_dir`` / ``site_b_dir``; default: the built-in phantom.
+    parameters
+        Further notebook parameters; each must be declared by a selected notebook.
+    book
+        Build the Jupyter Book from the executed notebooks afterwards.
+
+    Returns
+    -------
+    The summary dict, also written to ``<run>/summary.json``: ``status`` ("ok" or "failed"),
+    ``failed`` (message or None), and per notebook its status, seconds and key results.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    get_profile(profile)  # fail early on an unknown profile
+    paths = RunPaths(Path(out) if out else default_run_dir(profile)).ensure()
+    nb_dir = Path(notebooks_dir) if notebooks_dir else repo_root() / "notebooks"
+    selected = select_notebooks(discover_notebooks(nb_dir), only)
+    extra = dict(parameters or {})
+    for key, value in (("data_dir", data_dir), ("site_b_dir", site_b_dir)):
+        if value:
+            extra[key] = str(Path(value).resolve())
+    plan = plan_parameters(selected, {"profile": profile, "run_dir": str(paths.root)}, extra)
+
+    paths.notebooks_dir.mkdir(parents=True, exist_ok=True)
+    summary = _base_summary(paths, profile)
+    summary.update(status="running", failed=None, started=_dt.datetime.now().isoformat(timespec="seconds"))
+    write_json(paths.summary_file, summary)
+    # Widgets must not wait for a browser inside papermill's kernels (they inherit this).
+    os.environ["TOFMRA_HEADLESS"] = "1"
+    log(f"tofmra run: profile {profile}, {len(selected)} notebook(s) -> {paths.root}")
+    t_run = time.perf_counter()
+    for i, nb in enumerate(selected, 1):
+        target = paths.notebooks_dir / nb.name
+        log(f"[{i}/{len(selected)}] {nb.stem} ...")
+        t0 = time.perf_counter()
+        entry: dict[str, Any] = {"status": "running", "parameters": plan[nb]}
+        summary["notebooks"][nb.stem] = entry
+        write_json(paths.summary_file, summary)
+        tmp = paths.notebooks_dir / f".{nb.stem}.partial.ipynb"
+        message, info = None, {}
+        try:
+            papermill.execute_notebook(
+                str(nb), str(tmp), parameters=plan[nb], cwd=str(nb_dir), kernel_name="python3",
+                progress_bar=False, log_output=False, report_mode=False,
+            )
+        except PapermillExecutionError as err:
+            message, info = _failure_message(nb, err, tmp)
+        except Exception as err:  # kernel death, missing kernel, ...
+            message, info = _failure_message(nb, err, tmp)
+        if message is not None:
+            # The last good executed copy (if any) stays; the failed one is kept beside it.
+            failed_copy = paths.notebooks_dir / f"{nb.stem}.failed.ipynb"
+            if tmp.exists():
+                os.replace(tmp, failed_copy)
+                info["executed"] = str(failed_copy)
+            seconds = time.perf_counter() - t0
+            entry.update(status="failed", seconds=round(seconds, 1), **info)
+            summary.update(status="failed", failed=message, total_seconds=round(time.perf_counter() - t_run, 1))
+            write_json(paths.summary_file, summary)
+            log(f"[{i}/{len(selected)}] {nb.stem} FAILED after {seconds:.1f} s: {message}")
+            log(f"executed notebook with the error: {info.get('executed', 'not written')}")
+            return summary
+        os.replace(tmp, target)
+        seconds = time.perf_counter() - t0
+        stale_failure = paths.notebooks_dir / f"{nb.stem}.failed.ipynb"
+        if stale_failure.exists():
+            stale_failure.unlink()
+        results_file = paths.results_file(nb.stem)
+        entry.update(
+            status="ok",
+            seconds=round(seconds, 1),
+            executed=str(target),
+            results=read_json(results_file) if results_file.exists() else {},
+        )
+        write_json(paths.summary_file, summary)
+        log(f"[{i}/{len(selected)}] {nb.stem} ok in {seconds:.1f} s")
+    summary.update(
+        status="ok",
+        total_seconds=round(time.perf_counter() - t_run, 1),
+        finished=_dt.datetime.now().isoformat(timespec="seconds"),
+    )
+    write_json(paths.summary_file, summary)
+    log(f"tofmra run: all {len(selected)} notebook(s) ok in {summary['total_seconds']:.1f} s; summary: {paths.summary_file}")
+    if book:
+        from .book import build_book
+
+        html = build_book(paths.root)
+        summary["book"] = str(html)
+        write_json(paths.summary_file, summary)
+        log(f"book: {html}")
+    return summary
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `tofmra run` command")
