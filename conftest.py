@@ -11,4 +11,3 @@ from pathlib import Path
 os.environ.setdefault("TOFMRA_PROFILE", "smoke")
 os.environ.setdefault("TOFMRA_HEADLESS", "1")
 os.environ.setdefault("TOFMRA_RUN_DIR", str(Path(__file__).parent / "runs" / "test-smoke"))
-os.environ.setdefault("MPLBACKEND", "Agg")

@@ -23,7 +23,7 @@ from .runs import RunPaths, repo_root
 __all__ = ["build_book", "stage_book"]
 
 #: Hand-written pages shown after the notebooks, if present in book/.
-APPENDIX_PAGES = ("metrics", "profiles", "reproducing")
+APPENDIX_PAGES = ("reproducing", "metrics")
 
 
 def stage_book(run_dir: str | os.PathLike[str], source: str | os.PathLike[str] | None = None) -> Path:

@@ -103,16 +103,13 @@ def setup_notebook(name: str, profile: str = "", run_dir: str = "", seed_offset:
     seed_offset
         Added to the profile seed so notebooks draw independent random streams.
     """
-    import matplotlib
-
     profile_name = profile or os.environ.get("TOFMRA_PROFILE") or DEFAULT_PROFILE
     prof = get_profile(profile_name)
     root = Path(run_dir or os.environ.get("TOFMRA_RUN_DIR") or default_run_dir(prof.name))
     paths = RunPaths(root).ensure()
     set_determinism(prof.seed + seed_offset)
     headless = is_headless()
-    if headless:
-        matplotlib.use("Agg", force=False)
+    # Keep the kernel's inline backend even headless: executed notebooks must carry their figures.
     import matplotlib.pyplot as plt
 
     plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 100, "figure.max_open_warning": 50})

@@ -220,6 +220,8 @@ def run_pipeline(
     write_json(paths.summary_file, summary)
     # Widgets must not wait for a browser inside papermill's kernels (they inherit this).
     os.environ["TOFMRA_HEADLESS"] = "1"
+    # ... and must draw figures inline (an inherited MPLBACKEND=Agg would drop them from the book).
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     log(f"tofmra run: profile {profile}, {len(selected)} notebook(s) -> {paths.root}")
     t_run = time.perf_counter()
     for i, nb in enumerate(selected, 1):
