@@ -109,7 +109,8 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
     result = evaluate_files(a.pred, a.truth)
     if a.json:
-        print(json.dumps(result))
+        # Strict JSON has no NaN: an undefined distance (one mask empty) prints as null.
+        print(json.dumps({k: None if isinstance(v, float) and v != v else v for k, v in result.items()}))
     else:
         for key, value in result.items():
             print(f"{key:10s} {value:.6g}" if isinstance(value, float) else f"{key:10s} {value}")
