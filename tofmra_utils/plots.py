@@ -17,6 +17,9 @@ from matplotlib.figure import Figure
 from .io import atomic_path
 
 __all__ = [
+    "error_rgb",
+    "segmentation_errors",
+    "metric_boxplots",
     "save_figure",
     "overlay_rgb",
     "patch_grid",
@@ -24,6 +27,8 @@ __all__ = [
     "intensity_histograms",
     "loss_curves",
     "pipeline_diagram",
+    "site_comparison",
+    "transfer_curves",
 ]
 
 #: Colour of vessel labels in overlays (RGB, 0..1).
@@ -200,5 +205,189 @@ def pipeline_diagram() -> Figure:
             ax.annotate("", xy=(i + 1.06, 0.5), xytext=(i + 0.94, 0.5), arrowprops={"arrowstyle": "->", "color": "0.3"})
     ax.annotate("", xy=(4.5, 0.8), xytext=(1.5, 0.8), arrowprops={"arrowstyle": "->", "color": "0.55", "ls": "--", "connectionstyle": "arc3,rad=-0.25"})
     ax.text(3.0, 0.99, "real patches: the baseline U-net", ha="center", fontsize=8, color="0.4")
+    fig.tight_layout()
+    return fig
+
+
+def site_comparison(
+    volumes: dict[str, tuple[np.ndarray, np.ndarray]], spacings: dict[str, Sequence[float]] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Make the domain shift between acquisition sites visible: one row per site.
+
+    Columns: the axial slice with the most vessel voxels (label in red), the axial
+    maximum-intensity projection, and the intensity histogram inside/outside vessels of the
+    whole volume (intensities min-max scaled to [0, 1] per volume, so contrast, not
+    scanner gain, is compared).
+
+    Parameters
+    ----------
+    volumes
+        site name -> (image (X, Y, Z), label (X, Y, Z) 0/1).
+    spacings
+        site name -> voxel size in mm, shown in the row title.
+    """
+    fig, axes = plt.subplots(len(volumes), 3, figsize=(10, 3.2 * len(volumes)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 1.3]})
+    edges = np.linspace(0, 1, 51)
+    for row, (name, (image, label)) in zip(axes, volumes.items()):
+        img = np.asarray(image, dtype=np.float32)
+        lab = np.asarray(label) > 0
+        z = int(np.argmax(lab.sum(axis=(0, 1)))) if lab.any() else img.shape[2] // 2
+        row[0].imshow(np.transpose(overlay_rgb(img[:, :, z], lab[:, :, z]), (1, 0, 2)), origin="lower")
+        size = f", {' x '.join(f'{v:.2g}' for v in spacings[name])} mm" if spacings and name in spacings else ""
+        row[0].set_title(f"{name}: slice z={z}{size}", fontsize=9)
+        row[1].imshow(np.max(img, axis=2).T, cmap="gray", origin="lower")
+        row[1].set_title(f"{name}: axial MIP", fontsize=9)
+        for ax in row[:2]:
+            ax.axis("off")
+        lo, hi = float(img.min()), float(img.max())
+        scaled = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+        for sel, what in ((lab, "vessel"), (~lab & (img > lo), "background (non-zero)")):
+            if sel.any():
+                row[2].hist(scaled[sel], bins=edges, density=True, histtype="step", label=what)
+        row[2].set_xlabel("intensity (scaled per volume)")
+        row[2].legend(fontsize="small")
+        row[2].set_title(f"{name}: intensities", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+#: Line style per transfer-learning arm and colour per fine-tuning variant.
+_ARM_COLOURS = {"scratch": "0.35", "synthetic": "tab:orange", "real": "tab:blue"}
+_FINETUNE_STYLES = {"full": "-", "frozen_encoder": "--"}
+
+
+def transfer_curves(
+    summary, metrics: Sequence[str] = ("dsc", "hd95_mm"), labels: dict[str, str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Metric vs number of site-B training subjects, mean line and ± sd band over seeds per arm.
+
+    Parameters
+    ----------
+    summary
+        :func:`tofmra_utils.transfer.summarize_transfer` output (columns ``arm, finetune,
+        n_subjects, <metric>_mean, <metric>_sd``); a NaN sd (one seed) draws no band.
+    metrics
+        One panel per metric.
+    labels
+        metric -> axis label.
+    """
+    labels = {"dsc": "DSC", "hd95_mm": "95HD (mm)", "hd95_study": "95HD (voxels, study variant)", **(labels or {})}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for (arm, ft), grp in summary.groupby(["arm", "finetune"], sort=False):
+            grp = grp.sort_values("n_subjects")
+            x = grp["n_subjects"].to_numpy(dtype=float)
+            mean = grp[f"{metric}_mean"].to_numpy(dtype=float)
+            sd = np.nan_to_num(grp[f"{metric}_sd"].to_numpy(dtype=float))
+            colour = _ARM_COLOURS.get(arm)
+            ax.plot(x, mean, _FINETUNE_STYLES.get(ft, "-"), marker="o", ms=4, color=colour, label=f"{arm} ({ft})")
+            ax.fill_between(x, mean - sd, mean + sd, color=colour, alpha=0.12, linewidth=0)
+        ax.set_xlabel("site-B training subjects")
+        ax.set_ylabel(labels.get(metric, metric))
+        ax.set_xticks(sorted(summary["n_subjects"].unique()))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+#: Colours of the segmentation error maps: true positives, false positives, false negatives.
+ERROR_RGB = {"TP": (1.0, 1.0, 1.0), "FP": (0.95, 0.15, 0.1), "FN": (0.15, 0.45, 1.0)}
+
+
+def error_rgb(pred: np.ndarray, truth: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
+    """A 2D error map: TP white, FP red, FN blue over a dimmed grey background.
+
+    Parameters
+    ----------
+    pred, truth
+        (H, W) binary maps (a slice, or maximum projections of 3D masks).
+    background
+        (H, W) intensities drawn dimmed underneath (scaled by their own min/max), or ``None``.
+
+    Returns
+    -------
+    (H, W, 3) float RGB; where projections mix, errors are drawn over hits (FP on top).
+    """
+    p, t = np.asarray(pred) > 0, np.asarray(truth) > 0
+    if background is None:
+        rgb = np.zeros((*p.shape, 3), np.float32)
+    else:
+        rgb = 0.45 * overlay_rgb(background)
+    for name, sel in (("TP", p & t), ("FN", ~p & t), ("FP", p & ~t)):
+        rgb[sel] = ERROR_RGB[name]
+    return rgb
+
+
+def segmentation_errors(
+    image: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: str | None = None, slice_index: int | None = None,
+) -> Figure:
+    """Prediction vs truth of one volume: image MIP, axial error MIP, and one axial slice's errors.
+
+    Parameters
+    ----------
+    image, truth, pred
+        (X, Y, Z) volumes; ``truth`` and ``pred`` binary. Errors: TP white, FP red, FN blue.
+    slice_index
+        Axial slice for the third panel (default: the one with most truth vessel voxels).
+    """
+    img = np.asarray(image, dtype=np.float32)
+    t, p = np.asarray(truth) > 0, np.asarray(pred) > 0
+    z = slice_index if slice_index is not None else (int(np.argmax(t.sum(axis=(0, 1)))) if t.any() else img.shape[2] // 2)
+    # Projected per ray: white where any voxel is a hit, then blue (missed) and red (false)
+    # where such a voxel lies on the ray, so errors stay visible over hits.
+    mip = np.zeros((*t.shape[:2], 3), np.float32)
+    for name, sel in (("TP", p & t), ("FN", ~p & t), ("FP", p & ~t)):
+        mip[sel.any(axis=2)] = ERROR_RGB[name]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.9))
+    axes[0].imshow(np.max(img, axis=2).T, cmap="gray", origin="lower")
+    axes[0].set_title("image MIP (axial)", fontsize=9)
+    axes[1].imshow(np.transpose(mip, (1, 0, 2)), origin="lower", interpolation="nearest")
+    axes[1].set_title("errors, MIP (TP white, FP red, FN blue)", fontsize=9)
+    axes[2].imshow(np.transpose(error_rgb(p[:, :, z], t[:, :, z], img[:, :, z]), (1, 0, 2)), origin="lower",
+                   interpolation="nearest")
+    axes[2].set_title(f"errors on slice z={z}", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def metric_boxplots(
+    table, metrics: Sequence[str] = ("dsc", "hd95_mm"), by: str = "model", labels: dict[str, str] | None = None,
+    order: Sequence[str] | None = None, title: str | None = None,
+) -> Figure:
+    """Box plots of per-patient metrics, one box per group, one panel per metric, points on top.
+
+    Parameters
+    ----------
+    table
+        Long DataFrame with a column ``by`` and one column per metric (one row per patient and group).
+    order
+        Group order on the x axis (default: order of first appearance).
+    """
+    labels = {"dsc": "DSC", "hd95_mm": "95HD (mm)", "hd95_study": "95HD (voxels, study variant)", **(labels or {})}
+    groups = list(order) if order is not None else list(dict.fromkeys(table[by]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        data = [table.loc[table[by] == g, metric].dropna().to_numpy(dtype=float) for g in groups]
+        ax.boxplot(data, showfliers=False)
+        ax.set_xticks(range(1, len(groups) + 1), groups, rotation=20)
+        for i, values in enumerate(data, start=1):
+            jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(len(values))
+            ax.plot(i + jitter, values, "o", ms=4, alpha=0.7, color="tab:blue")
+        ax.set_ylabel(labels.get(metric, metric))
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -1,0 +1,123 @@
+"""Seconds per generator step and peak memory of one GAN under a profile.
+
+    python benchmarks/bench_gan.py --profile course --gan wgan_gp_sn --steps 20
+    python benchmarks/bench_gan.py --profile paper --gan wgan_gp --steps 10 --device cuda
+
+A generator step is what ``train_gan`` does per step: ``n_critic`` critic steps (real batch +
+detached fake batch, gradient penalty for the WGANs) and one generator step, at the profile's batch
+size, on random data of the profile's patch size. Prints one line per GAN: seconds per step
+(median over the timed steps, after warm-up), the implied time for the profile's full schedule
+on ``--n-train`` patches, and peak memory (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the
+process's peak resident set size, which includes the Python runtime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from tofmra_utils.gan.losses import loss_for
+from tofmra_utils.gan.models import build_gan
+from tofmra_utils.gan.train import total_generator_steps
+from tofmra_utils.profiles import GAN_NAMES, Profile, get_profile
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(profile: Profile, name: str, steps: int, warmup: int, device: torch.device, n_train: int) -> dict:
+    torch.manual_seed(0)
+    settings = profile.gan.variants[name]
+    generator, critic = (m.to(device) for m in build_gan(name, profile))
+    loss = loss_for(name, settings)
+    betas = (float(settings.betas[0]), float(settings.betas[1]))
+    opt_g = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=settings.lr, betas=betas)
+    b, p = settings.batch_size, profile.data.patch_size
+    real = torch.rand(b, 2, p, p, device=device) * 2 - 1
+    rng = torch.Generator(device=device).manual_seed(0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def one_step() -> None:
+        for _ in range(settings.n_critic):
+            with torch.no_grad():
+                fake = generator(torch.randn(b, settings.z_dim, device=device))
+            d_loss, _ = loss.critic_loss(critic, real, fake, rng=rng)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        critic.requires_grad_(False)
+        g_loss, _ = loss.generator_loss(critic, generator(torch.randn(b, settings.z_dim, device=device)), real)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        critic.requires_grad_(True)
+
+    for _ in range(warmup):
+        one_step()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        one_step()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    per_step = statistics.median(times)
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+        peak_kind = "cuda max_memory_allocated"
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        peak_kind = "process max RSS"
+    schedule = total_generator_steps(n_train, min(b, n_train), settings.epochs)
+    return {
+        "gan": name,
+        "s_per_step": per_step,
+        "schedule_steps": schedule,
+        "schedule_minutes": per_step * schedule / 60,
+        "peak_mb": peak_mb,
+        "peak_kind": peak_kind,
+        "params_g": sum(x.numel() for x in generator.parameters()),
+        "params_d": sum(x.numel() for x in critic.parameters()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="course")
+    ap.add_argument("--gan", default="all", help="dcgan, wgan_gp, wgan_gp_sn or all")
+    ap.add_argument("--steps", type=int, default=10, help="timed generator steps")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--n-train", type=int, default=None,
+                    help="real training patches for the schedule estimate (default: profile's train subjects x patches)")
+    a = ap.parse_args(argv)
+    profile = get_profile(a.profile)
+    device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    names = GAN_NAMES if a.gan == "all" else (a.gan,)
+    n_train = a.n_train or profile.data.n_train * profile.data.patches_per_subject
+    print(f"profile {profile.name}, patch {profile.data.patch_size} px, channels {profile.gan.generator_channels}, "
+          f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+                                f" ({torch.get_num_threads()} threads)") + f", schedule on {n_train} patches")
+    for name in names:
+        r = bench(profile, name, a.steps, a.warmup, device, n_train)
+        print(f"{r['gan']:11s} {r['s_per_step']:.4f} s/generator step | schedule {r['schedule_steps']} steps "
+              f"~ {r['schedule_minutes']:.1f} min | peak {r['peak_mb']:.0f} MiB ({r['peak_kind']}) | "
+              f"params G {r['params_g']:,} D {r['params_d']:,}")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
