@@ -1,0 +1,102 @@
+"""Notebook-05 helpers: synthetic-set loading, same-budget training, the study-format table, figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from tofmra_utils import plots
+from tofmra_utils.io import DataError
+from tofmra_utils.patchset import PatchSet
+from tofmra_utils.profiles import get_profile
+from tofmra_utils.runs import RunPaths
+from tofmra_utils.unet.experiment import (
+    load_synthetic_sets,
+    ranking_sentence,
+    summary_table,
+    train_models,
+    training_set_diagnostics,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def lines(n: int, seed: int, size: int = 16) -> PatchSet:
+    rng = np.random.default_rng(seed)
+    label = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        label[i, :, rng.integers(2, size - 2) + np.arange(-1, 1)] = 1
+    image = rng.normal(0, 0.3, label.shape) + 2.0 * label
+    image = 2 * (image - image.min(axis=(1, 2), keepdims=True)) / np.ptp(image, axis=(1, 2), keepdims=True) - 1
+    return PatchSet(image=image, label=label, subject=np.full(n, "s"), kind=np.zeros(n), centre=np.zeros((n, 3)))
+
+
+def test_missing_synthetic_set_names_the_notebook(tmp_path):
+    paths = RunPaths(tmp_path)
+    lines(4, 0).save(paths.synthetic_file("dcgan"))
+    assert len(load_synthetic_sets(paths, ["dcgan"])["dcgan"]) == 4
+    with pytest.raises(DataError, match="run notebook 03_wgan_gp first"):
+        load_synthetic_sets(paths, ["dcgan", "wgan_gp"])
+
+
+def test_train_models_gives_every_set_the_same_budget(tmp_path):
+    prof = get_profile("smoke")
+    import dataclasses
+
+    prof = dataclasses.replace(prof, unet=dataclasses.replace(prof.unet, depth=2, base_width=2, batch_size=8, epochs=1,
+                                                              max_steps=None))
+    sets = {"real": lines(16, 0), "dcgan": lines(40, 1)}  # the synthetic set is larger
+    models = train_models(sets, lines(8, 2), prof, RunPaths(tmp_path), seed=0, progress=False)
+    assert [len(m.history) for m in models.values()] == [2, 2]  # 1 epoch of the real set: 16 / 8
+    assert (tmp_path / "unets" / "dcgan" / "best.pt").exists()
+    # Validation at the same steps for both.
+    assert models["real"].history["val_dice"].notna().tolist() == models["dcgan"].history["val_dice"].notna().tolist()
+    diag = training_set_diagnostics(sets, models["real"].checkpoint, device="cpu")
+    assert list(diag["set"]) == ["real", "DCGAN"] and diag["Dice(real-trained U-net, label)"].between(0, 1).all()
+    assert diag["vessel fraction"].iloc[0] == pytest.approx(sets["real"].vessel_fraction(), abs=1e-4)
+
+
+def per_patient_table() -> pd.DataFrame:
+    rows = []
+    for name, dsc in (("real", (0.8, 0.9)), ("dcgan", (0.5, 0.6)), ("wgan_gp", (0.6, 0.7)), ("wgan_gp_sn", (0.7, 0.8))):
+        for i, d in enumerate(dsc):
+            rows.append({"model": name, "subject": f"s{i}", "dsc": d, "hd95_mm": 10 * (1 - d), "hd95_study": np.nan if i else 5.0})
+    return pd.DataFrame(rows)
+
+
+def test_summary_table_and_ranking():
+    summary = summary_table(per_patient_table())
+    assert list(summary["model"]) == ["real", "DCGAN", "WGAN-GP", "WGAN-GP-SN"]
+    real = summary.iloc[0]
+    assert real["DSC"] == "0.850 ± 0.071" and real["dsc_mean"] == pytest.approx(0.85)
+    assert real["study DSC"] == 0.89 and real["study 95HD (tool units)"] == 26.57
+    assert np.isnan(summary.iloc[1]["study DSC"])
+    assert real["95HD (voxels, study variant)"] == "5.00 ± 0.00" and real["hd95_nan"] == 0
+    sentence = ranking_sentence(summary)
+    assert sentence.startswith("Ranking by mean test DSC: real (0.850), WGAN-GP-SN (0.750), WGAN-GP (0.650), DCGAN (0.550).")
+    assert "0.100 DSC below" in sentence and "matches the study's" in sentence
+    swapped = per_patient_table().replace({"model": {"dcgan": "wgan_gp_sn", "wgan_gp_sn": "dcgan"}})
+    assert "differs from the study's" in ranking_sentence(summary_table(swapped))
+
+
+def test_error_colours_and_figures():
+    rgb = plots.error_rgb(np.array([[1, 0], [1, 0]]), np.array([[1, 1], [0, 0]]))
+    assert tuple(rgb[0, 0]) == plots.ERROR_RGB["TP"] and tuple(rgb[0, 1]) == plots.ERROR_RGB["FN"]
+    assert tuple(rgb[1, 0]) == plots.ERROR_RGB["FP"] and tuple(rgb[1, 1]) == (0, 0, 0)
+    truth = np.zeros((12, 10, 4), bool)
+    truth[3:9, 5, :] = True
+    pred = np.roll(truth, 1, axis=1)
+    fig = plots.segmentation_errors(np.random.default_rng(0).random(truth.shape), truth, pred, title="x")
+    assert isinstance(fig, Figure) and len(fig.axes) == 3
+    fig = plots.metric_boxplots(per_patient_table(), metrics=("dsc", "hd95_study"))
+    assert len(fig.axes) == 2 and [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["real", "dcgan", "wgan_gp", "wgan_gp_sn"]
+    plots.plt.close("all")

@@ -1,0 +1,84 @@
+"""U-net architecture: shapes, patch-size checks, the study's block structure."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tofmra_utils.unet.model import UNet, check_patch_size
+from tofmra_utils.unet.parts import DoubleConv, Down, Up
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny convolutions run far faster on one thread, above all on a loaded shared machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("size", [32, 64, 96])
+@pytest.mark.parametrize("base_width", [2, 3])
+def test_output_shape_and_range(size, base_width):
+    model = UNet(in_channels=1, base_width=base_width, depth=4, dropout=0.1).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, size, size))
+    assert out.shape == (2, 1, size, size)
+    assert float(out.min()) > 0.0 and float(out.max()) < 1.0  # sigmoid probabilities
+
+
+def test_widths_double_per_level():
+    model = UNet(base_width=4, depth=4)
+    enc = [model.inc, *model.downs]
+    widths = [m.block[2].out_channels if isinstance(m, DoubleConv) else m.conv.block[2].out_channels for m in enc]
+    assert widths == [4, 8, 16, 32, 64]
+    # Decoder mirrors the encoder back to the base width, then a 1x1 conv to one channel.
+    assert [up.conv.block[2].out_channels for up in model.ups] == [32, 16, 8, 4]
+    assert model.outc.conv.kernel_size == (1, 1) and model.outc.conv.out_channels == 1
+
+
+def test_no_batch_norm_and_dropout_only_in_deepest_levels():
+    model = UNet(base_width=2, depth=4, dropout=0.3)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    has_dropout = [any(isinstance(m, nn.Dropout) for m in d.modules()) for d in model.downs]
+    assert has_dropout == [False, False, True, True]
+    assert not any(isinstance(m, nn.Dropout) for m in model.inc.modules())
+    assert not any(isinstance(m, nn.Dropout) for up in model.ups for m in up.modules())
+    assert not any(isinstance(m, nn.Dropout) for m in UNet(base_width=2, depth=4, dropout=0.0).modules())
+
+
+def test_parts_shapes():
+    x = torch.randn(1, 3, 16, 16)
+    assert DoubleConv(3, 5)(x).shape == (1, 5, 16, 16)
+    assert Down(3, 6)(x).shape == (1, 6, 8, 8)
+    assert Up(6, 3, 4)(torch.randn(1, 6, 8, 8), x).shape == (1, 4, 16, 16)
+
+
+@pytest.mark.parametrize("size", [40, 8, 0, 100])
+def test_bad_patch_size_is_a_clear_error(size):
+    with pytest.raises(ValueError, match=r"multiple of 2\*\*4 = 16"):
+        check_patch_size(size, 4)
+
+
+def test_forward_rejects_bad_input_shapes():
+    model = UNet(base_width=2, depth=4)
+    with pytest.raises(ValueError, match="multiple of"):
+        model(torch.randn(1, 1, 40, 32))
+    with pytest.raises(ValueError, match=r"expected input \(B, 1, H, W\)"):
+        model(torch.randn(1, 2, 32, 32))
+
+
+def test_depth_changes_the_size_rule():
+    model = UNet(base_width=2, depth=2).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 12, 20)).shape == (1, 1, 12, 20)  # 2**2 = 4 divides both
+
+
+def test_encoder_modules_are_the_contracting_path():
+    model = UNet(base_width=2, depth=3)
+    enc_params = {id(p) for m in model.encoder_modules() for p in m.parameters()}
+    dec_params = {id(p) for m in (model.ups, model.outc) for p in m.parameters()}
+    assert enc_params and dec_params and not enc_params & dec_params
+    assert enc_params | dec_params == {id(p) for p in model.parameters()}

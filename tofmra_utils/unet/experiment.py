@@ -1,0 +1,221 @@
+"""The study's central experiment (notebook 05): U-nets trained on real vs synthetic patches.
+
+Every U-net gets the same budget (the same number of optimizer steps, batch size, learning
+rate and seed) and the same model selection (Dice on the *real* validation patches); only the
+training patches differ. All are evaluated on the real test volumes with whole-volume
+inference. Synthetic-only training is the privacy test: a U-net that never saw a patient's
+patch is only useful if the GAN's image/label pairs carry what real pairs carry.
+
+Functions here keep the notebook short: load the training sets with errors that name the
+notebook to run, train them all, evaluate, summarize in the study's format, explain the ranking.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..io import DataError
+from ..patchset import PatchSet
+from ..profiles import GAN_NAMES, Profile
+from ..runs import RunPaths
+from .infer import evaluate_subjects
+from .train import default_val_every, load_unet, plan_steps, predict_patches, train_unet
+
+__all__ = [
+    "GAN_NOTEBOOKS",
+    "MODEL_LABELS",
+    "STUDY_RESULTS",
+    "TrainedUnet",
+    "load_synthetic_sets",
+    "train_models",
+    "evaluate_models",
+    "summary_table",
+    "ranking_sentence",
+    "training_set_diagnostics",
+]
+
+#: The notebook that writes each GAN's synthetic set.
+GAN_NOTEBOOKS: dict[str, str] = {"dcgan": "02_dcgan", "wgan_gp": "03_wgan_gp", "wgan_gp_sn": "04_wgan_gp_sn"}
+#: Display names in tables and figures.
+MODEL_LABELS: dict[str, str] = {"real": "real", "dcgan": "DCGAN", "wgan_gp": "WGAN-GP", "wgan_gp_sn": "WGAN-GP-SN"}
+#: The study's test-set means (Kossen et al. 2021, journal version; 95HD in EvaluateSegmentation's
+#: voxel units). The journal reports no DCGAN/WGAN-GP U-net numbers in its headline table.
+STUDY_RESULTS: dict[str, dict[str, float]] = {
+    "real": {"dsc": 0.89, "hd95": 26.57},
+    "wgan_gp_sn": {"dsc": 0.85, "hd95": 30.00},
+}
+
+
+@dataclass
+class TrainedUnet:
+    """One trained U-net of the experiment."""
+
+    name: str
+    checkpoint: Path
+    history: pd.DataFrame
+    best_val_dice: float | None
+    seconds: float
+    n_train: int
+
+
+def load_synthetic_sets(paths: RunPaths, names: Sequence[str] = GAN_NAMES) -> dict[str, PatchSet]:
+    """Each GAN's synthetic patch set; a missing one names the notebook that writes it."""
+    sets = {}
+    for name in names:
+        f = paths.synthetic_file(name)
+        if not f.exists():
+            nb = GAN_NOTEBOOKS.get(name, "02-04")
+            raise DataError(f, f"synthetic patches of {name} not found: run notebook {nb} first")
+        sets[name] = PatchSet.load(f)
+    return sets
+
+
+def train_models(
+    train_sets: Mapping[str, PatchSet], val: PatchSet, profile: Profile, paths: RunPaths, seed: int,
+    device: Any = None, steps: int | None = None, progress: bool = True,
+) -> dict[str, TrainedUnet]:
+    """Train one U-net per training set with the same budget; resumes/reuses finished runs.
+
+    Parameters
+    ----------
+    train_sets
+        name -> patches (``"real"`` and the GAN names); U-net ``name`` goes to ``paths.unet_dir(name)``.
+    val
+        Real validation patches: the same model selection for every U-net.
+    steps
+        Optimizer steps for every U-net (default: what the profile gives the *real* set,
+        ``epochs`` passes capped at ``max_steps``), so a larger synthetic set gets no more updates.
+    """
+    cfg = profile.unet
+    reference = train_sets["real"] if "real" in train_sets else next(iter(train_sets.values()))
+    if steps is None:
+        steps = plan_steps(len(reference), cfg, cfg.batch_size, None)
+    # The same validation steps for every U-net (curves line up; selection sees the same points).
+    val_every = default_val_every(steps, math.ceil(len(reference) / cfg.batch_size))
+    out = {}
+    for name, patches in train_sets.items():
+        result = train_unet(patches, val, cfg, paths.unet_dir(name), seed=seed, device=device, max_steps=steps,
+                            progress=progress, val_every=val_every)
+        out[name] = TrainedUnet(name, result.checkpoint, result.history, result.best_val_dice, result.seconds,
+                                len(patches))
+    return out
+
+
+def evaluate_models(
+    models: Mapping[str, TrainedUnet | Path], dataset: Any, split: str = "test", mode: str = "tiles",
+    threshold: float = 0.5, device: Any = None,
+) -> pd.DataFrame:
+    """Whole-volume metrics of every model on every subject of ``split`` (long table).
+
+    Returns
+    -------
+    DataFrame with columns ``model, subject, dsc, hd95_mm, hd95_study, eval_seconds``.
+    """
+    tables = []
+    for name, m in models.items():
+        ckpt = m.checkpoint if isinstance(m, TrainedUnet) else Path(m)
+        model, info = load_unet(ckpt, device=device)
+        t0 = time.perf_counter()
+        table = evaluate_subjects(model, info, dataset, split=split, mode=mode, threshold=threshold, device=device)
+        table.insert(0, "model", name)
+        table["eval_seconds"] = (time.perf_counter() - t0) / max(len(table), 1)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def _mean_sd(values: pd.Series, digits: int) -> str:
+    v = values.dropna().to_numpy(dtype=float)
+    if v.size == 0:
+        return "n/a"
+    sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return f"{v.mean():.{digits}f} ± {sd:.{digits}f}"
+
+
+def summary_table(per_patient: pd.DataFrame, models: Mapping[str, TrainedUnet] | None = None) -> pd.DataFrame:
+    """The study's table: one row per model, mean ± sd over test patients, study numbers beside.
+
+    Columns: ``model``, ``trained on (patches)``, ``DSC``, ``95HD (mm)`` (standard, medpy
+    definition), ``95HD (voxels, study variant)``, ``study DSC``, ``study 95HD (tool units)``, the
+    numeric means ``dsc_mean``, ``hd95_mm_mean``, ``hd95_study_mean`` and the undefined-distance
+    count ``hd95_nan`` (patients whose prediction was empty).
+    """
+    rows = []
+    for name, grp in per_patient.groupby("model", sort=False):
+        study = STUDY_RESULTS.get(name, {})
+        rows.append({
+            "model": MODEL_LABELS.get(name, name),
+            "trained on (patches)": models[name].n_train if models and name in models else np.nan,
+            "DSC": _mean_sd(grp["dsc"], 3),
+            "95HD (mm)": _mean_sd(grp["hd95_mm"], 2),
+            "95HD (voxels, study variant)": _mean_sd(grp["hd95_study"], 2),
+            "study DSC": study.get("dsc", np.nan),
+            "study 95HD (tool units)": study.get("hd95", np.nan),
+            "dsc_mean": float(grp["dsc"].mean()),
+            "hd95_mm_mean": float(grp["hd95_mm"].mean()),
+            "hd95_study_mean": float(grp["hd95_study"].mean()),
+            "hd95_nan": int(grp["hd95_mm"].isna().sum()),
+            "n_patients": int(len(grp)),
+        })
+    return pd.DataFrame(rows)
+
+
+def ranking_sentence(summary: pd.DataFrame) -> str:
+    """A sentence stating the ranking by mean DSC and how far the best GAN is from real data."""
+    ranked = summary.sort_values("dsc_mean", ascending=False)
+    order = ", ".join(f"{r.model} ({r.dsc_mean:.3f})" for r in ranked.itertuples())
+    text = f"Ranking by mean test DSC: {order}."
+    real = summary[summary["model"] == MODEL_LABELS["real"]]
+    gans = ranked[ranked["model"] != MODEL_LABELS["real"]]
+    if len(real) and len(gans):
+        best = gans.iloc[0]
+        gap = float(real["dsc_mean"].iloc[0] - best["dsc_mean"])
+        text += (f" The best synthetic-data U-net ({best['model']}) is {abs(gap):.3f} DSC "
+                 f"{'below' if gap >= 0 else 'above'} the real-data U-net (study: WGAN-GP-SN 0.04 below real).")
+        study_order = ["WGAN-GP-SN", "WGAN-GP", "DCGAN"]
+        ours = [m for m in gans["model"] if m in study_order]
+        same = ours == [m for m in study_order if m in ours]
+        text += (" The GAN order matches the study's (WGAN-GP-SN > WGAN-GP > DCGAN)." if same else
+                 " The GAN order differs from the study's (WGAN-GP-SN > WGAN-GP > DCGAN).")
+    return text
+
+
+def training_set_diagnostics(
+    sets: Mapping[str, PatchSet], reference_checkpoint: Path, device: Any = None, max_patches: int = 2000, seed: int = 0,
+) -> pd.DataFrame:
+    """Why a synthetic set trains a worse U-net: label statistics and image/label agreement.
+
+    Per set: number of patches, vessel fraction of the labels, mean image intensity inside vs
+    outside the labels (contrast the label promises), and the Dice between the set's labels and
+    what the reference U-net (trained on real patches) segments in the set's images. A low Dice
+    on synthetic pairs means the GAN's label channel does not match its image channel the way
+    real labels match real images -- a U-net trained on such pairs learns the mismatch.
+    """
+    model, info = load_unet(reference_checkpoint, device=device)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, ps in sets.items():
+        idx = np.sort(rng.choice(len(ps), min(len(ps), max_patches), replace=False))
+        sub = ps.select(idx)
+        lab = sub.label > 0
+        pred = predict_patches(model, sub.image, info["norm_mean"], info["norm_std"], device=device) >= 0.5
+        inside = float(sub.image[lab].mean()) if lab.any() else np.nan
+        outside = float(sub.image[~lab].mean()) if (~lab).any() else np.nan
+        inter, total = int((pred & lab).sum()), int(pred.sum() + lab.sum())
+        rows.append({
+            "set": MODEL_LABELS.get(name, name),
+            "patches": len(ps),
+            "vessel fraction": round(float(lab.mean()), 4),
+            "patches without vessel": round(float((~lab.any(axis=(1, 2))).mean()), 3),
+            "intensity inside label": round(inside, 3),
+            "intensity outside label": round(outside, 3),
+            "Dice(real-trained U-net, label)": round(1.0 if total == 0 else 2 * inter / total, 3),
+        })
+    return pd.DataFrame(rows)

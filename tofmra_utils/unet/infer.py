@@ -1,0 +1,311 @@
+"""Whole-volume inference: the study's slice-wise tiling, a sliding window, files and evaluation.
+
+The U-net sees 2D axial patches during training, so a volume is segmented slice by slice:
+
+``mode="tiles"`` (the study)
+    Per axial slice, non-overlapping ``patch_size`` tiles cover the brain mask's in-plane
+    bounding box, grown to a multiple of the tile (centred on the box, shifted to stay inside
+    the volume; the volume is padded only when it is smaller than that grid).
+``mode="sliding"``
+    Overlapping tiles (stride ``patch_size * (1 - overlap)``, evenly spread so the last tile ends
+    at the box's edge) blended with a Gaussian weight (sigma = tile / 8, as in nnU-Net) so tile
+    borders, where the U-net sees least context, count least.
+
+Each tile is normalized exactly like a training patch: min-max to [-1, 1] on its own
+(:func:`tofmra_utils.patches.normalize_patch`), then z-scored with the training set's mean and
+standard deviation stored in the checkpoint's ``info``. Tiles without any brain voxel are
+skipped; the probability outside the brain mask is 0. Tiles go through the network in batches,
+so memory stays bounded for any volume size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..io import DataError, check_same_geometry, load_volume, save_volume
+from .model import UNet, check_patch_size
+from .train import load_unet
+
+__all__ = ["predict_volume", "segment_file", "evaluate_subjects", "predict_subject", "tile_plan", "MODES"]
+
+MODES: tuple[str, ...] = ("tiles", "sliding")
+
+
+# ----------------------------------------------------------------------------- planning
+def _axis_plan(lo: int, hi: int, dim: int, tile: int, mode: str, overlap: float) -> tuple[int, int, list[int]]:
+    """Tile starts along one in-plane axis.
+
+    Parameters
+    ----------
+    lo, hi
+        Brain bounding box ``[lo, hi)`` along the axis.
+    dim
+        Volume size along the axis.
+
+    Returns
+    -------
+    pad_before, pad_after, starts
+        Padding of the volume along the axis and tile starts in padded coordinates.
+    """
+    extent = hi - lo
+    if mode == "tiles":
+        length = math.ceil(extent / tile) * tile
+    else:
+        length = max(extent, tile)
+    if length > dim:  # volume smaller than the tile grid: pad symmetrically, grid covers all
+        pad_before = (length - dim) // 2
+        pad_after = length - dim - pad_before
+        start = 0
+    else:  # centre the grid on the box and keep it inside the volume
+        pad_before = pad_after = 0
+        start = min(max((lo + hi - length) // 2, 0), dim - length)
+    if mode == "tiles":
+        starts = list(range(start, start + length, tile))
+    else:
+        stride = max(1, int(round(tile * (1.0 - overlap))))
+        n = math.ceil((length - tile) / stride) + 1
+        starts = sorted({start + int(round(v)) for v in np.linspace(0, length - tile, n)})
+    return pad_before, pad_after, starts
+
+
+def tile_plan(
+    mask: np.ndarray, patch_size: int, mode: str = "tiles", overlap: float = 0.5
+) -> tuple[tuple[tuple[int, int], tuple[int, int]], list[int], list[int], list[int]]:
+    """Padding and tile positions for a brain mask (X, Y, Z).
+
+    Returns
+    -------
+    pads, x_starts, y_starts, z_slices
+        ``pads`` = ((x_before, x_after), (y_before, y_after)); starts are in padded coordinates;
+        ``z_slices`` are the slices holding brain voxels.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown inference mode {mode!r}: choose one of {', '.join(MODES)}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must lie in [0, 1), got {overlap}")
+    m = np.asarray(mask, bool)
+    if not m.any():
+        return ((0, 0), (0, 0)), [], [], []
+    xs, ys, zs = (np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != k))) for k in range(3))
+    bx, ax, x_starts = _axis_plan(int(xs[0]), int(xs[-1]) + 1, m.shape[0], patch_size, mode, overlap)
+    by, ay, y_starts = _axis_plan(int(ys[0]), int(ys[-1]) + 1, m.shape[1], patch_size, mode, overlap)
+    return ((bx, ax), (by, ay)), x_starts, y_starts, [int(z) for z in zs]
+
+
+def _gaussian_weight(tile: int, sigma_fraction: float = 0.125) -> np.ndarray:
+    """(tile, tile) Gaussian centred on the tile, max 1, no zeros (every pixel keeps a weight)."""
+    c = (tile - 1) / 2.0
+    g = np.exp(-0.5 * ((np.arange(tile) - c) / (tile * sigma_fraction)) ** 2)
+    w = np.outer(g, g)
+    return np.maximum(w / w.max(), 1e-3).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- prediction
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def predict_volume(
+    model: UNet,
+    info: dict[str, Any],
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    patch_size: int,
+    mode: str = "tiles",
+    overlap: float = 0.5,
+    batch_size: int = 256,
+    device: Any = None,
+) -> np.ndarray:
+    """Vessel probability of every voxel of a volume.
+
+    Parameters
+    ----------
+    model, info
+        From :func:`~tofmra_utils.unet.train.load_unet` (``info`` supplies ``norm_mean`` and
+        ``norm_std``).
+    image
+        (X, Y, Z) intensities, raw scanner units (any range); z is the axial slice axis.
+    mask
+        (X, Y, Z) brain mask (0/1); ``None`` treats the whole volume as brain.
+    patch_size
+        Tile side in pixels; a multiple of ``2**depth`` (use the training patch size,
+        ``info["patch_size"]``: the per-tile min-max scaling depends on it).
+    mode
+        ``"tiles"`` (the study) or ``"sliding"`` (overlapping, Gaussian-blended).
+    overlap
+        Fraction of a tile shared by neighbours in sliding mode (ignored for tiles).
+    batch_size
+        Tiles per forward pass.
+    device
+        Where to run the model (default: where its weights are). The model is moved there.
+
+    Returns
+    -------
+    (X, Y, Z) float32 probabilities in [0, 1], exactly 0 outside the mask.
+    """
+    from ..patches import normalize_patch  # the training patches' scaling (data helper's module)
+
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise ValueError(f"expected an (X, Y, Z) volume, got shape {image.shape}")
+    brain = np.ones(image.shape, bool) if mask is None else np.asarray(mask) > 0
+    if brain.shape != image.shape:
+        raise ValueError(f"mask shape {brain.shape} does not match image shape {image.shape}")
+    check_patch_size(patch_size, model.depth)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device) if device is not None else _model_device(model)
+    model = model.to(device).eval()
+    mean, std = float(info["norm_mean"]), float(info["norm_std"])
+
+    (pads_x, pads_y), x_starts, y_starts, z_slices = tile_plan(brain, patch_size, mode, overlap)
+    prob = np.zeros(image.shape, np.float32)
+    if not z_slices:
+        return prob
+    pad = (pads_x, pads_y, (0, 0))
+    # Padding (only for volumes smaller than the tile grid) repeats the edge: no artificial step
+    # edge for the per-tile min-max scaling to stretch.
+    img = np.pad(image, pad, mode="edge")
+    brn = np.pad(brain, pad, mode="constant")
+    acc = np.zeros(img.shape, np.float32)
+    weight_sum = np.zeros(img.shape, np.float32)
+    t = patch_size
+    w = np.ones((t, t), np.float32) if mode == "tiles" else _gaussian_weight(t)
+
+    positions = [(x, y, z) for z in z_slices for x in x_starts for y in y_starts if brn[x : x + t, y : y + t, z].any()]
+    for i in range(0, len(positions), batch_size):
+        batch = positions[i : i + batch_size]
+        tiles = np.stack([img[x : x + t, y : y + t, z] for x, y, z in batch])
+        tiles = (normalize_patch(tiles).astype(np.float32) - mean) / std
+        out = model(torch.from_numpy(tiles).unsqueeze(1).to(device))[:, 0].float().cpu().numpy()
+        for (x, y, z), p in zip(batch, out):
+            acc[x : x + t, y : y + t, z] += p * w
+            weight_sum[x : x + t, y : y + t, z] += w
+
+    covered = weight_sum > 0
+    acc[covered] /= weight_sum[covered]
+    x0, y0 = pads_x[0], pads_y[0]
+    prob = acc[x0 : x0 + image.shape[0], y0 : y0 + image.shape[1], :]
+    prob = np.where(brain, prob, 0.0).astype(np.float32)
+    return np.clip(prob, 0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- files
+def segment_file(
+    model_path: str | os.PathLike[str],
+    image_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    mask_path: str | os.PathLike[str] | None = None,
+    mode: str = "tiles",
+    overlap: float = 0.5,
+    threshold: float = 0.5,
+    batch_size: int = 256,
+    save_probability: bool = False,
+) -> Path:
+    """Segment one NIfTI volume and write the result with the input's geometry.
+
+    Parameters
+    ----------
+    model_path
+        U-net checkpoint (``best.pt``) written by :func:`~tofmra_utils.unet.train.train_unet`.
+    image_path
+        TOF-MRA volume (``.nii`` / ``.nii.gz``), axial slices along the third axis.
+    out_path
+        Output NIfTI; written atomically with the image's affine and header (units, descriptions).
+    mask_path
+        Brain mask with the image's geometry; computed with
+        :func:`tofmra_utils.patches.compute_brain_mask` when not given.
+    mode, overlap, batch_size
+        See :func:`predict_volume`.
+    threshold
+        Probability at or above which a voxel is vessel (study: 0.5).
+    save_probability
+        Write the float32 probability map instead of the uint8 0/1 mask.
+
+    Raises
+    ------
+    DataError
+        Unreadable image/mask/checkpoint, or a mask whose geometry differs from the image's.
+    """
+    import nibabel as nib
+
+    from ..patches import compute_brain_mask
+
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+    model, info = load_unet(model_path)
+    image = load_volume(image_path, "image")
+    if mask_path is not None:
+        mask_vol = load_volume(mask_path, "mask")
+        check_same_geometry(image, mask_vol)
+        mask = mask_vol.data
+    else:
+        mask = np.asarray(compute_brain_mask(image.data)).astype(np.uint8)
+    prob = predict_volume(model, info, image.data, mask, int(info["patch_size"]), mode=mode, overlap=overlap,
+                          batch_size=batch_size)
+    out = prob if save_probability else (prob >= threshold).astype(np.uint8)
+    header = nib.load(str(image_path)).header.copy()
+    header.set_data_dtype(out.dtype)
+    header.set_slope_inter(None, None)  # the source's intensity scaling must not rescale a label
+    return save_volume(out_path, out, image.affine, header=header)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def predict_subject(
+    model: UNet, info: dict[str, Any], dataset: Any, subject_id: str, mode: str = "tiles", overlap: float = 0.5,
+    device: Any = None, batch_size: int = 256,
+) -> tuple[Any, Any, Any, np.ndarray]:
+    """Image, label and mask :class:`~tofmra_utils.io.Volume` of a subject and the predicted probabilities."""
+    image, label, mask = dataset.load_subject(subject_id)
+    prob = predict_volume(model, info, image.data, mask.data, int(info["patch_size"]), mode=mode, overlap=overlap,
+                          batch_size=batch_size, device=device)
+    return image, label, mask, prob
+
+
+def evaluate_subjects(
+    model: UNet,
+    info: dict[str, Any],
+    dataset: Any,
+    split: str = "test",
+    mode: str = "tiles",
+    threshold: float = 0.5,
+    device: Any = None,
+    overlap: float = 0.5,
+    batch_size: int = 256,
+) -> pd.DataFrame:
+    """Whole-volume DSC and 95HD of every subject of a split.
+
+    Parameters
+    ----------
+    dataset
+        A :class:`tofmra_utils.patches.SiteDataset`.
+    split
+        Which subjects (``"test"`` for the study's table).
+
+    Returns
+    -------
+    DataFrame
+        One row per subject: ``subject``, ``dsc``, ``hd95_mm`` (mm, medpy definition),
+        ``hd95_study`` (voxels, the study's EvaluateSegmentation-like variant); see
+        :mod:`tofmra_utils.metrics` for empty masks (NaN distances).
+    """
+    from ..metrics import evaluate_masks
+
+    subjects = dataset.subjects_in(split)
+    if not subjects:
+        raise DataError(getattr(dataset, "root", None), f"split {split!r} has no subjects to evaluate")
+    rows = []
+    for subject in subjects:
+        image, label, _mask, prob = predict_subject(model, info, dataset, subject.id, mode=mode, overlap=overlap,
+                                                    device=device, batch_size=batch_size)
+        scores = evaluate_masks(prob >= threshold, label.data, image.spacing)
+        rows.append({"subject": subject.id, **{k: float(scores[k]) for k in ("dsc", "hd95_mm", "hd95_study")}})
+    return pd.DataFrame(rows, columns=["subject", "dsc", "hd95_mm", "hd95_study"])
