@@ -1,0 +1,431 @@
+"""Transfer learning on a second site: fine-tune with 1..N site-B subjects, with and without pretraining.
+
+The study's last experiment (Kossen et al. 2021): a U-net is trained on a few patients of a
+second, differently acquired data set, either from scratch or starting from the weights of the
+U-net trained on synthetic (GAN) patches of the first site. Pretraining helped most when few
+patients were available (1 patient: DSC 0.91 vs 0.84).
+
+The sweep here runs every combination of
+
+``arm``
+    ``"scratch"`` (random initialization), ``"synthetic"`` (the notebook-05 U-net trained on the
+    synthetic patches of ``profile.transfer.pretrained_gan``) or ``"real"`` (the notebook-05
+    U-net trained on real site-A patches: the upper bound of what sharing data could give).
+``finetune``
+    ``"full"`` (all weights train) or ``"frozen_encoder"`` (only the decoder trains); scratch is
+    always ``"full"``.
+``n_subjects`` x ``seed``
+    ``n`` site-B pool subjects drawn per seed: one permutation of the pool per seed, the first
+    ``n`` taken, so the draws are nested in ``n`` within a seed (less noise along the curve) and
+    independent between seeds. Every arm sees the same subjects for the same ``(n, seed)``, and
+    the same training seed, so arms are compared pairwise.
+
+Every run has the same budget: ``profile.transfer.steps`` optimizer steps at
+``profile.transfer.lr`` with ``profile.transfer.batch_size``. Each finished run is evaluated on
+the site-B test volumes and leaves ``<transfer_dir>/results/<key>.json``; ``results.csv`` (one
+row per run and test subject) is rewritten atomically from those files after every run, so an
+interrupted sweep resumes where it stopped without duplicated rows. A result whose settings no
+longer match (another step budget, another draw) is recomputed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .io import DataError, atomic_path, read_json, write_json
+from .profiles import Profile
+from .runs import RunPaths
+
+__all__ = [
+    "ARMS",
+    "FINETUNES",
+    "RESULT_COLUMNS",
+    "TransferRun",
+    "plan_runs",
+    "draw_subjects",
+    "pretrained_checkpoints",
+    "find_unet_checkpoint",
+    "run_transfer_sweep",
+    "load_transfer_results",
+    "summarize_transfer",
+    "pretraining_gain",
+    "gain_sentence",
+    "study_comparison_table",
+]
+
+#: Initializations compared by the sweep.
+ARMS: tuple[str, ...] = ("scratch", "synthetic", "real")
+#: Fine-tuning variants of the pretrained arms.
+FINETUNES: tuple[str, ...] = ("full", "frozen_encoder")
+#: Columns of ``results.csv`` (one row per run and site-B test subject).
+RESULT_COLUMNS: tuple[str, ...] = (
+    "arm", "finetune", "n_subjects", "seed", "subjects_drawn", "subject", "dsc", "hd95_mm", "hd95_study",
+    "train_seconds",
+)
+METRICS: tuple[str, ...] = ("dsc", "hd95_mm", "hd95_study")
+#: File names a U-net folder may hold its final weights under, most preferred first.
+CHECKPOINT_NAMES: tuple[str, ...] = ("best.pt", "final.pt", "model.pt", "checkpoint.pt", "last.pt")
+
+
+# ----------------------------------------------------------------------------- planning
+@dataclass(frozen=True)
+class TransferRun:
+    """One cell of the sweep."""
+
+    arm: str
+    finetune: str
+    n_subjects: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """File-name-safe identifier, e.g. ``synthetic-full-n02-s1``."""
+        return f"{self.arm}-{self.finetune}-n{self.n_subjects:02d}-s{self.seed}"
+
+
+def plan_runs(
+    arms: Sequence[str], finetunes: Sequence[str], n_subjects: Sequence[int], seeds: Sequence[int]
+) -> list[TransferRun]:
+    """All runs of a sweep, ordered by n, seed, arm, variant (so partial sweeps cover small n first).
+
+    ``scratch`` gets only ``full`` fine-tuning (there is no pretrained encoder to freeze).
+    """
+    unknown = [a for a in arms if a not in ARMS] + [f for f in finetunes if f not in FINETUNES]
+    if unknown:
+        raise ValueError(f"unknown arm/fine-tuning variant {unknown}; choose arms from {ARMS}, variants from {FINETUNES}")
+    runs = []
+    for n in n_subjects:
+        for seed in seeds:
+            for arm in arms:
+                for ft in ("full",) if arm == "scratch" else finetunes:
+                    runs.append(TransferRun(arm, ft, int(n), int(seed)))
+    return runs
+
+
+def draw_subjects(pool: Sequence[str], n: int, seed: int, base_seed: int = 0) -> list[str]:
+    """The ``n`` pool subjects of repetition ``seed``: the first ``n`` of a seed-specific permutation.
+
+    Nested in ``n`` for a fixed seed; independent between seeds; independent of the arm.
+    """
+    pool = sorted(pool)
+    if not 1 <= n <= len(pool):
+        raise ValueError(f"cannot draw {n} subjects from a pool of {len(pool)}")
+    order = np.random.default_rng([base_seed, seed]).permutation(len(pool))
+    return [pool[i] for i in order[:n]]
+
+
+def _train_seed(base_seed: int, seed: int, n: int) -> int:
+    """One training seed per (seed, n), shared by all arms (paired comparison)."""
+    return int(np.random.SeedSequence([base_seed, seed, n]).generate_state(1)[0] % (2**31))
+
+
+# ----------------------------------------------------------------------------- pretrained weights
+def find_unet_checkpoint(unet_dir: Path, notebook_hint: str = "05_unet") -> Path:
+    """The final weights in a U-net folder, or a :class:`DataError` saying which notebook makes them."""
+    for name in CHECKPOINT_NAMES:
+        if (unet_dir / name).exists():
+            return unet_dir / name
+    found = sorted(unet_dir.glob("*.pt")) if unet_dir.exists() else []
+    if len(found) == 1:
+        return found[0]
+    raise DataError(unet_dir, f"no U-net checkpoint ({', '.join(CHECKPOINT_NAMES)}); run notebook {notebook_hint} first")
+
+
+def pretrained_checkpoints(paths: RunPaths, profile: Profile, arms: Sequence[str] | None = None) -> dict[str, Path | None]:
+    """Initial weights per arm (default ``profile.transfer.arms``): ``None`` for scratch, the
+    notebook-05 U-nets for the others."""
+    where = {"synthetic": profile.transfer.pretrained_gan, "real": "real"}
+    arms = tuple(arms if arms is not None else profile.transfer.arms)
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        raise ValueError(f"unknown arm {unknown}; choose from {ARMS}")
+    return {arm: None if arm == "scratch" else find_unet_checkpoint(paths.unet_dir(where[arm])) for arm in arms}
+
+
+# ----------------------------------------------------------------------------- the U-net backend
+class UnetBackend(NamedTuple):
+    """The three U-net functions the sweep needs (replaced by fakes in tests)."""
+
+    train_unet: Callable[..., Any]
+    load_unet: Callable[..., Any]
+    evaluate_subjects: Callable[..., pd.DataFrame]
+
+
+def _default_backend() -> UnetBackend:
+    from .unet.infer import evaluate_subjects
+    from .unet.train import load_unet, train_unet
+
+    return UnetBackend(train_unet, load_unet, evaluate_subjects)
+
+
+# ----------------------------------------------------------------------------- the sweep
+def _run_settings(run: TransferRun, drawn: list[str], init: Path | None, profile: Profile) -> dict[str, Any]:
+    """What a stored result must match to be reused."""
+    t = profile.transfer
+    return {
+        "steps": t.steps, "lr": t.lr, "batch_size": t.batch_size, "subjects_drawn": drawn,
+        "init_checkpoint": None if init is None else str(init), "unet": profile.to_dict()["unet"],
+        "train_seed": _train_seed(profile.seed, run.seed, run.n_subjects),
+    }
+
+
+def _finished(result_file: Path, settings: dict[str, Any]) -> bool:
+    if not result_file.exists():
+        return False
+    try:
+        stored = read_json(result_file)
+    except DataError:
+        return False  # unreadable: recompute
+    return stored.get("settings") == settings and bool(stored.get("rows"))
+
+
+def _one_run(
+    run: TransferRun, dataset: Any, pool_patches: Any, drawn: list[str], init: Path | None, profile: Profile,
+    work_dir: Path, backend: UnetBackend, device: Any,
+) -> tuple[list[dict[str, Any]], float]:
+    t = profile.transfer
+    result = backend.train_unet(
+        train=pool_patches.for_subjects(drawn), val=None, config=profile.unet, out_dir=work_dir,
+        seed=_train_seed(profile.seed, run.seed, run.n_subjects), device=device, init_checkpoint=init,
+        freeze_encoder=run.finetune == "frozen_encoder", max_steps=t.steps, lr=t.lr, batch_size=t.batch_size,
+        progress=False,
+    )
+    model, info = backend.load_unet(result.checkpoint, device=device)
+    table = backend.evaluate_subjects(model, info, dataset, split="test", device=device)
+    rows = [
+        {
+            "arm": run.arm, "finetune": run.finetune, "n_subjects": run.n_subjects, "seed": run.seed,
+            "subjects_drawn": ";".join(drawn), "subject": str(r["subject"]),
+            **{m: float(r[m]) for m in METRICS}, "train_seconds": float(result.seconds),
+        }
+        for r in table.to_dict("records")
+    ]
+    return rows, float(result.seconds)
+
+
+def _prepare_work_dir(work_dir: Path, settings: dict[str, Any]) -> None:
+    """Keep a half-finished training folder only if it was started with the same settings
+    (the trainer resumes from it); otherwise start the run afresh."""
+    marker = work_dir / "transfer_settings.json"
+    if work_dir.exists():
+        try:
+            same = read_json(marker) == settings
+        except DataError:
+            same = False
+        if not same:
+            shutil.rmtree(work_dir)
+    write_json(marker, settings)
+
+
+def _write_csv(path: Path, result_files: list[Path]) -> pd.DataFrame:
+    rows = [row for f in result_files if f.exists() for row in read_json(f)["rows"]]
+    df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return df
+
+
+def run_transfer_sweep(
+    dataset: Any,
+    profile: Profile,
+    out_dir: str | Path,
+    checkpoints: dict[str, Path | None],
+    n_subjects: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None,
+    finetunes: Sequence[str] | None = None,
+    device: Any = None,
+    keep_checkpoints: bool = False,
+    progress: bool = True,
+    backend: UnetBackend | None = None,
+) -> pd.DataFrame:
+    """Run (or resume) the transfer-learning sweep; returns the tidy per-subject results.
+
+    Parameters
+    ----------
+    dataset
+        The site-B :class:`~tofmra_utils.patches.SiteDataset`: ``splits["train"]`` is the
+        fine-tuning pool, ``patches("train")`` its patches, the ``test`` split is evaluated.
+    profile
+        Step budget, learning rate and batch size (``profile.transfer``), the U-net
+        architecture (``profile.unet``, must match the pretrained checkpoints), the base seed.
+    out_dir
+        The run's ``transfer_dir``: ``results/<key>.json`` per finished run, ``results.csv``,
+        and ``work/<key>/`` training folders (removed after evaluation unless
+        ``keep_checkpoints``).
+    checkpoints
+        Arm name -> initial weights (``None`` for ``scratch``); its keys choose the arms, see
+        :func:`pretrained_checkpoints`.
+    n_subjects, seeds
+        Default ``profile.transfer.n_subjects`` / ``.seeds``.
+    finetunes
+        Variants for the pretrained arms (default ``profile.transfer.finetunes``).
+    device
+        Torch device (default: the U-net trainer's default).
+    keep_checkpoints
+        Keep each run's weights (about 4x the model size each, with optimizer state).
+    progress
+        One tqdm bar over the whole sweep.
+    backend
+        The U-net functions (default :mod:`tofmra_utils.unet`); tests pass fakes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`RESULT_COLUMNS`, one row per run and test subject, for the runs of this
+        sweep (the same table as ``out_dir/results.csv``).
+    """
+    backend = backend or _default_backend()
+    out_dir = Path(out_dir)
+    results_dir, work_root = out_dir / "results", out_dir / "work"
+    n_list = tuple(n_subjects if n_subjects is not None else profile.transfer.n_subjects)
+    seed_list = tuple(seeds if seeds is not None else profile.transfer.seeds)
+    pool = list(dataset.splits["train"])
+    if max(n_list) > len(pool):
+        raise DataError(getattr(dataset, "root", None), f"site-B pool has {len(pool)} subjects, the sweep needs {max(n_list)}")
+    ft_list = tuple(finetunes if finetunes is not None else profile.transfer.finetunes)
+    runs = plan_runs(list(checkpoints), ft_list, n_list, seed_list)
+    result_files = [results_dir / f"{r.key}.json" for r in runs]
+    draws = {r: draw_subjects(pool, r.n_subjects, r.seed, profile.seed) for r in runs}
+    settings = {r: _run_settings(r, draws[r], checkpoints[r.arm], profile) for r in runs}
+    todo = [r for r, f in zip(runs, result_files) if not _finished(f, settings[r])]
+
+    pool_patches = dataset.patches("train") if todo else None
+    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="transfer sweep", unit="run", disable=not progress)
+    try:
+        for run in todo:
+            bar.set_postfix_str(run.key)
+            work_dir = work_root / run.key
+            stored = results_dir / f"{run.key}.json"
+            _prepare_work_dir(work_dir, settings[run])
+            started = time.time()
+            rows, seconds = _one_run(run, dataset, pool_patches, draws[run], checkpoints[run.arm], profile,
+                                     work_dir, backend, device)
+            write_json(stored, {"run": run.__dict__, "settings": settings[run], "rows": rows,
+                                "train_seconds": seconds, "wall_seconds": time.time() - started})
+            _write_csv(out_dir / "results.csv", result_files)
+            if not keep_checkpoints:
+                shutil.rmtree(work_dir, ignore_errors=True)
+            bar.update(1)
+    finally:
+        bar.close()
+    return _write_csv(out_dir / "results.csv", result_files)
+
+
+def load_transfer_results(out_dir: str | Path) -> pd.DataFrame:
+    """``results.csv`` of a sweep (error naming the file if the sweep has not run)."""
+    path = Path(out_dir) / "results.csv"
+    if not path.exists():
+        raise DataError(path, "no transfer results yet; run notebook 06_transfer_learning first")
+    return pd.read_csv(path)
+
+
+# ----------------------------------------------------------------------------- summaries
+def summarize_transfer(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean ± sd over seeds per (arm, finetune, n_subjects).
+
+    Each run is first reduced to its mean over the test subjects (NaN distances, from empty
+    predictions, are skipped and counted in ``n_undefined``); then the run means are averaged
+    over seeds. ``*_sd`` is the sample standard deviation over seeds (NaN with one seed).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``arm, finetune, n_subjects, n_seeds, dsc_mean, dsc_sd, hd95_mm_mean,
+        hd95_mm_sd, hd95_study_mean, hd95_study_sd, n_undefined``, sorted by arm and n.
+    """
+    keys = ["arm", "finetune", "n_subjects", "seed"]
+    per_run = results.groupby(keys, sort=False)[list(METRICS)].mean().reset_index()
+    undefined = results.groupby(keys, sort=False)["hd95_mm"].apply(lambda s: int(s.isna().sum())).reset_index(name="n_undefined")
+    per_run = per_run.merge(undefined, on=keys)
+    grouped = per_run.groupby(["arm", "finetune", "n_subjects"], sort=False)
+    out = grouped.agg(
+        n_seeds=("seed", "nunique"),
+        **{f"{m}_{stat}": (m, stat if stat == "mean" else "std") for m in METRICS for stat in ("mean", "sd")},
+        n_undefined=("n_undefined", "sum"),
+    ).reset_index()
+    order = {a: i for i, a in enumerate(ARMS)}
+    out["_arm"] = out["arm"].map(order)
+    return out.sort_values(["_arm", "finetune", "n_subjects"]).drop(columns="_arm").reset_index(drop=True)
+
+
+def pretraining_gain(
+    results: pd.DataFrame, arm: str = "synthetic", finetune: str = "full", baseline: str = "scratch",
+    metric: str = "dsc",
+) -> pd.DataFrame:
+    """Paired difference ``arm - baseline`` of run means, per n: mean ± sd over seeds.
+
+    Arms share subjects and training seed for each (n, seed), so the difference per seed is a
+    paired comparison. Positive = better for DSC, worse for the distances.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``n_subjects, gain_mean, gain_sd, n_seeds, seeds_positive`` (seeds where the
+        difference is > 0).
+    """
+    runs = results.groupby(["arm", "finetune", "n_subjects", "seed"])[metric].mean().reset_index()
+    a = runs[(runs.arm == arm) & (runs.finetune == finetune)].set_index(["n_subjects", "seed"])[metric]
+    b = runs[(runs.arm == baseline) & (runs.finetune == "full")].set_index(["n_subjects", "seed"])[metric]
+    diff = (a - b).dropna().rename("gain").reset_index()
+    out = diff.groupby("n_subjects")["gain"].agg(gain_mean="mean", gain_sd="std", n_seeds="count",
+                                                  seeds_positive=lambda g: int((g > 0).sum()))
+    return out.reset_index()
+
+
+def gain_sentence(gain: pd.DataFrame, arm: str = "synthetic", metric: str = "DSC") -> str:
+    """A one-paragraph conclusion computed from :func:`pretraining_gain` (smallest and largest n)."""
+    if gain.empty:
+        return f"No paired {arm} vs scratch runs to compare."
+    parts = []
+    for _, r in gain.sort_values("n_subjects").iloc[[0, -1] if len(gain) > 1 else [0]].iterrows():
+        sd = "" if pd.isna(r.gain_sd) else f" ± {r.gain_sd:.3f}"
+        verdict = "helps" if r.gain_mean > 0 else "does not help"
+        parts.append(
+            f"with {int(r.n_subjects)} site-B subject{'s' if r.n_subjects > 1 else ''}, {arm} pretraining "
+            f"{verdict}: {metric} {r.gain_mean:+.3f}{sd} (mean ± sd over {int(r.n_seeds)} seed"
+            f"{'s' if r.n_seeds > 1 else ''}; better in {int(r.seeds_positive)} of {int(r.n_seeds)})"
+        )
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
+#: The study's transfer-learning result with one site-B patient (journal version).
+STUDY_TL_ONE_PATIENT: dict[str, tuple[float, float]] = {"synthetic": (0.91, 24.66), "scratch": (0.84, 27.36)}
+
+
+def study_comparison_table(summary: pd.DataFrame, n: int = 1, finetune: str = "full") -> pd.DataFrame:
+    """The study's 1-patient table beside ours (``n`` subjects, ``finetune`` variant for pretrained arms).
+
+    The study's 95HD is EvaluateSegmentation's voxel quantile (compare with ``hd95_study``).
+    """
+    rows = []
+    for arm, label in (("synthetic", "pretrained on synthetic"), ("scratch", "from scratch"), ("real", "pretrained on real")):
+        ft = "full" if arm == "scratch" else finetune
+        hit = summary[(summary.arm == arm) & (summary.finetune == ft) & (summary.n_subjects == n)]
+        study = STUDY_TL_ONE_PATIENT.get(arm, (np.nan, np.nan)) if n == 1 else (np.nan, np.nan)
+        if hit.empty and arm not in STUDY_TL_ONE_PATIENT:
+            continue
+        ours = hit.iloc[0] if not hit.empty else None
+
+        def fmt(col: str) -> str:
+            if ours is None:
+                return "-"
+            sd = ours[f"{col}_sd"]
+            return f"{ours[f'{col}_mean']:.3g}" + ("" if pd.isna(sd) else f" ± {sd:.2g}")
+
+        rows.append({
+            "model": f"TL, {n} patient{'s' if n > 1 else ''}, {label}",
+            "study DSC": study[0], "study 95HD (voxels, tool)": study[1],
+            "our DSC": fmt("dsc"), "our 95HD (voxels, study variant)": fmt("hd95_study"),
+            "our 95HD (mm)": fmt("hd95_mm"),
+        })
+    return pd.DataFrame(rows)
