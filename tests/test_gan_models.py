@@ -15,13 +15,6 @@ from tofmra_utils.gan.models import Critic, Generator, MinibatchDiscrimination, 
 from tofmra_utils.profiles import GAN_NAMES, get_profile
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks gain nothing from threads, and threads spin badly on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- shapes

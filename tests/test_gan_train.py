@@ -22,13 +22,6 @@ from tofmra_utils.profiles import GAN_NAMES, get_profile
 SUBJECTS = ("sub-q7x", "sub-k2m", "sub-zz9")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks gain nothing from threads, and threads spin badly on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_profile(steps: int = 6, checkpoint_every: int = 2, sample_every: int = 100):

@@ -22,12 +22,6 @@ from tofmra_utils.unet.train import load_unet, predict_patches, train_unet
 PATCH = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -311,19 +311,7 @@ class TinySite:
                         kind=np.ones(n, np.uint8), centre=np.zeros((n, 3), np.int32))
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models gain nothing from two threads, and on a busy 2-core machine OpenMP threads
-    waiting for each other made this test ~9x slower (27 s vs 3 s measured)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_end_to_end_with_the_real_unet(tmp_path, one_thread):
+def test_end_to_end_with_the_real_unet(tmp_path):
     pytest.importorskip("tofmra_utils.patches", reason="inference needs the data helper's patches module")
     from tofmra_utils.unet.train import train_unet
 

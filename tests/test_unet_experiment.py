@@ -22,12 +22,6 @@ from tofmra_utils.unet.experiment import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def lines(n: int, seed: int, size: int = 16) -> PatchSet:

@@ -10,13 +10,6 @@ from tofmra_utils.unet.model import UNet, check_patch_size
 from tofmra_utils.unet.parts import DoubleConv, Down, Up
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny convolutions run far faster on one thread, above all on a loaded shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("size", [32, 64, 96])

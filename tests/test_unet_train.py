@@ -26,12 +26,6 @@ from tofmra_utils.unet.train import (
 CFG = UnetConfig(base_width=4, depth=2, dropout=0.2, batch_size=16, epochs=4, lr=1e-2, inference_batch=64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def easy_patches(n: int, size: int = 32, seed: int = 0, brightness: float = 2.0) -> PatchSet:
