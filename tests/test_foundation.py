@@ -69,6 +69,16 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"], "temporary file left behind"
 
 
+def test_write_json_is_strict_json(tmp_path):
+    # an undefined hd95 (NaN) must not produce the non-standard token NaN that strict readers reject
+    target = write_json(tmp_path / "r.json", {"hd95": float("nan"), "n": np.float32(np.inf), "ok": np.float64(0.5),
+                                             "rows": [1.0, np.nan], "arr": np.array([np.nan, 2.0])})
+    text = target.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard {c}")) == {
+        "hd95": None, "n": None, "ok": 0.5, "rows": [1.0, None], "arr": [None, 2.0]}
+
+
 def test_volume_roundtrip_keeps_geometry(tmp_path):
     affine = np.diag([0.5, 0.7, 1.2, 1.0])
     affine[:3, 3] = [-10, 5, 3]

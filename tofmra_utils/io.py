@@ -114,11 +114,29 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically. Returns the path."""
+    """Write ``obj`` as indented, strict JSON, atomically. Returns the path.
+
+    NaN and infinities (an undefined metric, a statistic of an empty set) become ``null``:
+    Python's ``json`` would write the non-standard ``NaN`` that other JSON readers reject.
+    """
     path = Path(path)
+    text = json.dumps(_finite_or_none(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(text + "\n")
     return path
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """``obj`` with every non-finite float (Python or numpy scalar) replaced by ``None``."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, np.ndarray) and obj.dtype.kind == "f":
+        return _finite_or_none(obj.tolist())
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

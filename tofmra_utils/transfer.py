@@ -229,6 +229,8 @@ def _prepare_work_dir(work_dir: Path, settings: dict[str, Any]) -> None:
 def _write_csv(path: Path, result_files: list[Path]) -> pd.DataFrame:
     rows = [row for f in result_files if f.exists() for row in read_json(f)["rows"]]
     df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    # An undefined distance (empty prediction) is stored as JSON null: keep the metrics numeric (NaN).
+    df[list(METRICS)] = df[list(METRICS)].astype(float)
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
     return df
