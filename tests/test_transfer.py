@@ -57,6 +57,7 @@ class FakeBackend:
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.calls: list[dict] = []
+        self.eval_modes: list[str] = []
         self.fail_after = fail_after
 
     def train_unet(self, train, val, config, out_dir, seed, device=None, init_checkpoint=None, freeze_encoder=False,
@@ -78,6 +79,7 @@ class FakeBackend:
 
     def evaluate_subjects(self, model, info, dataset, split="test", mode="tiles", threshold=0.5, device=None):
         assert split == "test"
+        self.eval_modes.append(mode)
         base = 0.5 + 0.03 * info["n"] + (0.2 if info["pretrained"] else 0.0)
         return pd.DataFrame({
             "subject": dataset.splits["test"],
@@ -135,6 +137,7 @@ def test_sweep_runs_every_cell_with_the_same_budget(tmp_path):
     assert {(c["steps"], c["lr"], c["batch_size"]) for c in fake.calls} == {
         (profile.transfer.steps, profile.transfer.lr, profile.transfer.batch_size)}
     assert all(c["val"] is None for c in fake.calls)
+    assert fake.eval_modes == [profile.transfer.eval_mode] * n_runs  # every run scored the profile's way
     # frozen encoder only for the pretrained arms, and the right initial weights
     for _, row in df.drop_duplicates(["arm", "finetune", "n_subjects", "seed"]).iterrows():
         call = next(c for c in fake.calls if c["out_dir"].name == TransferRun(row.arm, row.finetune, row.n_subjects, row.seed).key)
@@ -187,6 +190,11 @@ def test_changed_budget_recomputes_stale_results(tmp_path):
     assert len(df) == 4 * len(TEST)
     stored = read_json(out / "results" / "scratch-full-n01-s0.json")
     assert stored["settings"]["steps"] == 4
+    # scoring the volumes another way is another result too
+    other = dataclasses.replace(small_profile(4), transfer=dataclasses.replace(small_profile(4).transfer, eval_mode="tiles"))
+    third = FakeBackend()
+    run_transfer_sweep(ds, other, out, ckpts, progress=False, backend=third.backend())
+    assert len(third.calls) == 4 and set(third.eval_modes) == {"tiles"}
 
 
 def test_half_finished_training_folder_is_kept_only_with_the_same_settings(tmp_path):

@@ -209,6 +209,9 @@ class TransferConfig:
     finetunes
         Fine-tuning variants of the pretrained arms: ``full`` and/or ``frozen_encoder``
         (scratch always trains fully).
+    eval_mode
+        Whole-volume inference of the site-B test volumes: ``"sliding"`` (overlapping tiles,
+        Gaussian-blended; notebook 05's main table) or ``"tiles"`` (the study's tiling).
     """
 
     n_subjects: tuple[int, ...]
@@ -219,6 +222,7 @@ class TransferConfig:
     pretrained_gan: str = "wgan_gp_sn"
     arms: tuple[str, ...] = ("scratch", "synthetic", "real")
     finetunes: tuple[str, ...] = ("full", "frozen_encoder")
+    eval_mode: str = "sliding"
 
 
 @dataclass(frozen=True)
@@ -298,7 +302,7 @@ COURSE = Profile(
     # the few hundred generator steps a 2-core CPU affords (1e-4 gives blobs without labels).
     gan=GanConfig(
         generator_channels=(64, 32, 16),
-        variants=_study_gan_settings(dcgan_epochs=30, wgan_epochs=12, dcgan_batch=64, wgan_batch=64, wgan_lr=5e-4),
+        variants=_study_gan_settings(dcgan_epochs=20, wgan_epochs=12, dcgan_batch=64, wgan_batch=64, wgan_lr=5e-4),
         n_synthetic=4000,
         sample_every=100,
         checkpoint_every=200,
@@ -306,8 +310,12 @@ COURSE = Profile(
     ),
     # U-net: a quarter of the study's full width (16 vs 64), 4 poolings; Adam 5e-4 instead of the study's
     # 1e-4 so 500 steps suffice (1e-3 sometimes collapses to an all-background output within 100 steps).
+    # Width 8 collapsed to background on the course data; width 12 is only 20 % faster on a CPU.
     unet=UnetConfig(base_width=16, depth=4, dropout=0.1, batch_size=32, epochs=4, lr=5e-4, max_steps=500),
-    transfer=TransferConfig(n_subjects=(1, 2, 5, 10), seeds=(0, 1), steps=150, lr=5e-4, batch_size=32),
+    # Transfer: 3 arms x 4 n x 2 seeds = 24 runs of 100 steps, full fine-tuning only; with the frozen
+    # encoder too (40 runs of 150 steps) the sweep alone took 15 of the pipeline's 36 minutes.
+    transfer=TransferConfig(n_subjects=(1, 2, 5, 10), seeds=(0, 1), steps=100, lr=5e-4, batch_size=32,
+                            finetunes=("full",)),
 )
 
 PAPER = Profile(

@@ -172,7 +172,7 @@ def _run_settings(run: TransferRun, drawn: list[str], init: Path | None, profile
     """What a stored result must match to be reused."""
     t = profile.transfer
     return {
-        "steps": t.steps, "lr": t.lr, "batch_size": t.batch_size, "subjects_drawn": drawn,
+        "steps": t.steps, "lr": t.lr, "batch_size": t.batch_size, "eval_mode": t.eval_mode, "subjects_drawn": drawn,
         "init_checkpoint": None if init is None else str(init), "unet": profile.to_dict()["unet"],
         "train_seed": _train_seed(profile.seed, run.seed, run.n_subjects),
     }
@@ -200,7 +200,7 @@ def _one_run(
         progress=False,
     )
     model, info = backend.load_unet(result.checkpoint, device=device)
-    table = backend.evaluate_subjects(model, info, dataset, split="test", device=device)
+    table = backend.evaluate_subjects(model, info, dataset, split="test", mode=t.eval_mode, device=device)
     rows = [
         {
             "arm": run.arm, "finetune": run.finetune, "n_subjects": run.n_subjects, "seed": run.seed,
