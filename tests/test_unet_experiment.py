@@ -18,6 +18,7 @@ from tofmra_utils.unet.experiment import (
     ranking_sentence,
     summary_table,
     train_models,
+    gap_diagnosis,
     training_set_diagnostics,
 )
 
@@ -94,3 +95,31 @@ def test_error_colours_and_figures():
     fig = plots.metric_boxplots(per_patient_table(), metrics=("dsc", "hd95_study"))
     assert len(fig.axes) == 2 and [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["real", "dcgan", "wgan_gp", "wgan_gp_sn"]
     plots.plt.close("all")
+
+
+def _tables(real_dsc, syn_dsc, syn_agree, syn_fraction, syn_inside):
+    summary = pd.DataFrame({"model": ["real", "DCGAN", "WGAN-GP-SN"], "dsc_mean": [real_dsc, syn_dsc - 0.1, syn_dsc]})
+    diagnostics = pd.DataFrame({
+        "set": ["real", "DCGAN", "WGAN-GP-SN"],
+        "vessel fraction": [0.03, 0.01, syn_fraction],
+        "intensity inside label": [0.5, 0.0, syn_inside],
+        "intensity outside label": [-0.5, -0.5, -0.5],
+        "Dice(real-trained U-net, label)": [0.9, 0.3, syn_agree],
+    })
+    return summary, diagnostics
+
+
+def test_gap_diagnosis_names_the_causes_it_measures():
+    # inconsistent pairs, fewer vessels, fainter vessels (contrast 0.7 vs 1.0)
+    text = gap_diagnosis(*_tables(0.885, 0.729, syn_agree=0.65, syn_fraction=0.022, syn_inside=0.2))
+    assert "WGAN-GP-SN" in text and "0.156 DSC" in text
+    assert "disagree" in text and "0.65" in text and "0.73x the real vessel fraction" in text and "fainter" in text
+    # only the label threshold is off
+    text = gap_diagnosis(*_tables(0.885, 0.70, syn_agree=0.88, syn_fraction=0.045, syn_inside=0.5))
+    assert "1.50x the real vessel fraction" in text and "disagree" not in text and "fainter" not in text
+    # nothing measurable is off: say so instead of inventing a cause
+    text = gap_diagnosis(*_tables(0.885, 0.70, syn_agree=0.88, syn_fraction=0.03, syn_inside=0.5))
+    assert "do not see" in text
+    # close to real, as in the study
+    assert "within 0.05 DSC" in gap_diagnosis(*_tables(0.885, 0.86, syn_agree=0.6, syn_fraction=0.01, syn_inside=0.0))
+    assert "0.100 DSC above" in gap_diagnosis(*_tables(0.60, 0.70, syn_agree=0.6, syn_fraction=0.01, syn_inside=0.0))

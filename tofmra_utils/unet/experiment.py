@@ -40,6 +40,7 @@ __all__ = [
     "summary_table",
     "ranking_sentence",
     "training_set_diagnostics",
+    "gap_diagnosis",
 ]
 
 #: The notebook that writes each GAN's synthetic set.
@@ -219,3 +220,68 @@ def training_set_diagnostics(
             "Dice(real-trained U-net, label)": round(1.0 if total == 0 else 2 * inter / total, 3),
         })
     return pd.DataFrame(rows)
+
+
+#: Below this DSC gap the best synthetic U-net counts as close to the real one (the study's gap: 0.04).
+CLOSE_GAP = 0.05
+
+
+def gap_diagnosis(summary: pd.DataFrame, diagnostics: pd.DataFrame) -> str:
+    """Say, from this run's numbers, why the best synthetic-data U-net trails the real-data one.
+
+    Three causes are checked for the best GAN, each against the real pairs as reference:
+
+    * *image/label disagreement* (GAN quality): the real-trained U-net's Dice with the set's
+      labels is more than 0.1 below its Dice with the real labels;
+    * *vessel fraction off* (label threshold, mode collapse): the labels' vessel fraction is
+      outside 0.8-1.25x the real one;
+    * *weaker vessel contrast* (image quality): the mean intensity inside minus outside the
+      labels is below 0.8x the real one.
+
+    Parameters
+    ----------
+    summary
+        :func:`summary_table` output (``model``, ``dsc_mean``).
+    diagnostics
+        :func:`training_set_diagnostics` output, with a ``real`` row.
+
+    Returns
+    -------
+    str: one or two sentences.
+    """
+    real_label = MODEL_LABELS["real"]
+    by_model = summary.set_index("model")["dsc_mean"]
+    gans = by_model.drop(real_label, errors="ignore").sort_values(ascending=False)
+    if real_label not in by_model or gans.empty:
+        return "No real-vs-synthetic comparison in this run."
+    best = str(gans.index[0])
+    gap = float(by_model[real_label] - gans.iloc[0])
+    if gap < 0:
+        return (f"The best synthetic-data U-net ({best}) scores {-gap:.3f} DSC above the real-data U-net: no gap "
+                f"to explain (after very short training, as in the smoke profile, such an order is noise).")
+    if gap < CLOSE_GAP:
+        return (f"The best synthetic-data U-net ({best}) is within {CLOSE_GAP} DSC of the real-data U-net "
+                f"(gap {gap:.3f}): its pairs carry what the real pairs carry, as in the study.")
+    d = diagnostics.set_index("set")
+    real, syn = d.loc[real_label], d.loc[best]
+    agree_key = "Dice(real-trained U-net, label)"
+    causes = []
+    agree_drop = float(real[agree_key] - syn[agree_key])
+    if agree_drop > 0.1:
+        causes.append(f"its labels disagree with its images (the real-trained U-net matches them at "
+                      f"{syn[agree_key]:.2f}, real labels at {real[agree_key]:.2f}): GAN quality, the pairs are inconsistent")
+    fraction_ratio = float(syn["vessel fraction"] / real["vessel fraction"]) if real["vessel fraction"] > 0 else math.nan
+    if not 0.8 <= fraction_ratio <= 1.25:
+        causes.append(f"its labels mark {fraction_ratio:.2f}x the real vessel fraction "
+                      f"({syn['vessel fraction']:.3f} vs {real['vessel fraction']:.3f}): the label threshold "
+                      f"(study: 0.8) or a collapsed generator shifts how much is vessel")
+    contrast = float(syn["intensity inside label"] - syn["intensity outside label"])
+    real_contrast = float(real["intensity inside label"] - real["intensity outside label"])
+    if real_contrast > 0 and contrast < 0.8 * real_contrast:
+        causes.append(f"its labelled pixels stand out less from the rest ({contrast:.2f} vs {real_contrast:.2f} "
+                      f"in [-1, 1] units): the generator draws fainter vessels")
+    head = f"The best synthetic-data U-net ({best}) trails the real-data U-net by {gap:.3f} DSC."
+    if not causes:
+        return head + (" Its labels, vessel fraction and contrast look like the real pairs', so the gap lies in "
+                       "what the checks here do not see (vessel shapes, variety); try a longer GAN training.")
+    return head + " In its training pairs, " + "; ".join(causes) + "."
