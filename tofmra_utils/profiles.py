@@ -105,7 +105,11 @@ class GanSettings:
     batch_size
         Samples per step.
     epochs
-        Passes over the real training patches (counted in generator steps x batch).
+        Passes over the real training patches, counted in generator steps: an epoch is
+        ``N / batch_size`` generator steps, as in the study's code, whose WGAN loop takes one
+        real batch per generator step and runs the ``n_critic`` critic steps on it. Here every
+        critic step draws a fresh real batch (same compute, more varied batches), so a WGAN
+        critic sees each patch ``n_critic`` times per epoch.
     n_critic
         Discriminator/critic steps per generator step (1 for DCGAN, 5 for the WGANs).
     gp_weight
