@@ -306,18 +306,19 @@ COURSE = Profile(
     # the few hundred generator steps a 2-core CPU affords (1e-4 gives blobs without labels).
     gan=GanConfig(
         generator_channels=(64, 32, 16),
-        variants=_study_gan_settings(dcgan_epochs=20, wgan_epochs=12, dcgan_batch=64, wgan_batch=64, wgan_lr=5e-4),
+        variants=_study_gan_settings(dcgan_epochs=16, wgan_epochs=10, dcgan_batch=64, wgan_batch=64, wgan_lr=5e-4),
         n_synthetic=4000,
         sample_every=100,
         checkpoint_every=200,
         init_std=0.02,
     ),
     # U-net: a quarter of the study's full width (16 vs 64), 4 poolings; Adam 5e-4 instead of the study's
-    # 1e-4 so 500 steps suffice (1e-3 sometimes collapses to an all-background output within 100 steps).
-    # Width 8 collapsed to background on the course data; width 12 is only 20 % faster on a CPU.
-    unet=UnetConfig(base_width=16, depth=4, dropout=0.1, batch_size=32, epochs=4, lr=5e-4, max_steps=500),
-    # Transfer: 3 arms x 4 n x 2 seeds = 24 runs of 100 steps, full fine-tuning only; with the frozen
-    # encoder too (40 runs of 150 steps) the sweep alone took 15 of the pipeline's 36 minutes.
+    # 1e-4 so a few hundred steps suffice (1e-3 sometimes collapses to an all-background output within
+    # 100 steps). Width 8 collapsed to background on the course data; width 12 is only 20 % faster.
+    unet=UnetConfig(base_width=16, depth=4, dropout=0.1, batch_size=32, epochs=4, lr=5e-4, max_steps=400),
+    # GANs 30/12 epochs, U-net 500 steps and 40 transfer runs of 150 steps (frozen encoder too) took
+    # 36 minutes on the 2-core reference machine; hence these budgets. Transfer: 3 arms x 4 n x 2
+    # seeds = 24 runs of 100 steps, full fine-tuning only.
     transfer=TransferConfig(n_subjects=(1, 2, 5, 10), seeds=(0, 1), steps=100, lr=5e-4, batch_size=32,
                             finetunes=("full",)),
 )
