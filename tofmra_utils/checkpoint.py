@@ -7,14 +7,13 @@ run continues exactly where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .io import DataError, atomic_path
+from .io import DataError, atomic_path, file_digest
 
 __all__ = ["save_checkpoint", "load_checkpoint", "file_sha256", "strip_module_prefix"]
 
@@ -54,10 +53,6 @@ def strip_module_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
     return state_dict
 
 
-def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file (for data sheets and manifests)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha256")

@@ -19,7 +19,6 @@ final file appears.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import urllib.error
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .io import DataError
+from .io import DataError, file_digest
 
 __all__ = ["Source", "load_manifest", "default_manifest_dir", "fetch_source", "file_checksum", "ALGORITHMS"]
 
@@ -156,11 +155,7 @@ def file_checksum(path: str | os.PathLike[str], algorithm: str = "sha256") -> st
     """Hex digest of a file, read in chunks (md5 or sha256)."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    h = hashlib.new(algorithm, usedforsecurity=False)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, algorithm)
 
 
 # ----------------------------------------------------------------------------- fetching
