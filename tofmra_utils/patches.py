@@ -739,7 +739,7 @@ def _phantom_stamp(profile: Profile, site: str) -> dict[str, Any]:
         "n_subjects": n,
         "seed": phantom_seed(profile.seed, site),
         "volume_shape": list(profile.data.volume_shape),
-        "phantom_version": str(getattr(phantom, "PHANTOM_VERSION", getattr(phantom, "__version__", "1"))),
+        "phantom_version": phantom.PHANTOM_VERSION,
     }
 
 
