@@ -4,6 +4,9 @@
 # has not changed.
 PYTHON  ?= python3
 PROFILE ?= course
+# CPU threads for torch (empty: torch's default, one per core); e.g. `make reproduce THREADS=1`.
+THREADS ?=
+RUN_OPTS := $(if $(THREADS),--threads $(THREADS))
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
@@ -27,10 +30,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 reproduce: $(STAMP)
-	$(BIN)/tofmra run --profile $(PROFILE) --book
+	$(BIN)/tofmra run --profile $(PROFILE) $(RUN_OPTS) --book
 
 run: $(STAMP)
-	$(BIN)/tofmra run --profile $(PROFILE)
+	$(BIN)/tofmra run --profile $(PROFILE) $(RUN_OPTS)
 
 book: $(STAMP)
 	$(BIN)/tofmra book --profile $(PROFILE)

@@ -32,6 +32,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
             site_b_dir=a.data_b,
             parameters=params,
             book=a.book,
+            threads=a.threads,
         )
     except PipelineError as err:
         print(f"tofmra run: {err}", file=sys.stderr)
@@ -117,6 +118,16 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``tofmra`` argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="tofmra", description="Synthetic, labeled TOF-MRA patches: the study's pipeline.")
@@ -131,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-b", default=None, help="folder of real site-B volumes for transfer learning")
     r.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="extra notebook parameter (repeatable)")
     r.add_argument("--book", action="store_true", help="build the Jupyter Book afterwards")
+    r.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads torch uses in every notebook (default: torch's choice, one per core)")
     r.set_defaults(func=_cmd_run)
 
     b = sub.add_parser("book", help="build the Jupyter Book from a run's executed notebooks")

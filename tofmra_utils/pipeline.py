@@ -177,6 +177,7 @@ def run_pipeline(
     book: bool = False,
     notebooks_dir: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = print,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Execute the numbered notebooks in order; return (and write) the run summary.
 
@@ -195,6 +196,11 @@ def run_pipeline(
         Further notebook parameters; each must be declared by a selected notebook.
     book
         Build the Jupyter Book from the executed notebooks afterwards.
+    threads
+        CPU threads for torch in every notebook (``TOFMRA_THREADS``, read by
+        :func:`~tofmra_utils.notebook.setup_notebook`); default: an inherited ``TOFMRA_THREADS``,
+        else torch's own choice. Results are bit-exact for one machine and thread count; another
+        thread count changes floating-point summation order, so numbers move within their spread.
 
     Returns
     -------
@@ -218,6 +224,11 @@ def run_pipeline(
     summary = _base_summary(paths, profile)
     summary.update(status="running", failed=None, started=_dt.datetime.now().isoformat(timespec="seconds"))
     write_json(paths.summary_file, summary)
+    if threads is not None:
+        if threads < 1:
+            raise PipelineError(f"threads must be >= 1, got {threads}")
+        os.environ["TOFMRA_THREADS"] = str(int(threads))
+    summary["threads"] = os.environ.get("TOFMRA_THREADS") or f"torch default ({os.cpu_count()} CPU cores)"
     # Widgets must not wait for a browser inside papermill's kernels (they inherit this).
     os.environ["TOFMRA_HEADLESS"] = "1"
     # ... and must draw figures inline (an inherited MPLBACKEND=Agg would drop them from the book).

@@ -145,7 +145,8 @@ def summary_table(per_patient: pd.DataFrame, models: Mapping[str, TrainedUnet] |
 
     Columns: ``model``, ``trained on (patches)``, ``DSC``, ``95HD (mm)`` (standard, medpy
     definition), ``95HD (voxels, study variant)``, ``study DSC``, ``study 95HD (tool units)``, the
-    numeric means ``dsc_mean``, ``hd95_mm_mean``, ``hd95_study_mean`` and the undefined-distance
+    numeric means ``dsc_mean``, ``hd95_mm_mean``, ``hd95_study_mean``, ``dsc_sd`` (sample sd over
+    the test patients) and the undefined-distance
     count ``hd95_nan`` (patients whose prediction was empty).
     """
     rows = []
@@ -160,6 +161,7 @@ def summary_table(per_patient: pd.DataFrame, models: Mapping[str, TrainedUnet] |
             "study DSC": study.get("dsc", np.nan),
             "study 95HD (tool units)": study.get("hd95", np.nan),
             "dsc_mean": float(grp["dsc"].mean()),
+            "dsc_sd": float(grp["dsc"].std()) if len(grp) > 1 else np.nan,
             "hd95_mm_mean": float(grp["hd95_mm"].mean()),
             "hd95_study_mean": float(grp["hd95_study"].mean()),
             "hd95_nan": int(grp["hd95_mm"].isna().sum()),

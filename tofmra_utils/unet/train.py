@@ -311,14 +311,14 @@ def train_unet(
     fingerprint = {
         "train": _digest(train.image, train.label), "val": None if val is None else _digest(val.image, val.label),
         "in_channels": 1, "base_width": config.base_width, "depth": config.depth, "dropout": float(config.dropout),
-        "seed": int(seed), "lr": lr, "batch_size": batch_size, "val_every": val_every,
+        "weight_init": config.weight_init, "seed": int(seed), "lr": lr, "batch_size": batch_size, "val_every": val_every,
         "init_checkpoint": None if init_path is None else file_sha256(init_path),
         "freeze_encoder": bool(freeze_encoder),
     }
 
     # Build the model from the seed (initialization uses the global torch RNG).
     torch.manual_seed(seed)
-    model = UNet(1, config.base_width, config.depth, config.dropout)
+    model = UNet(1, config.base_width, config.depth, config.dropout, config.weight_init)
     init_norm = None
     if init_path is not None:
         init_info = _load_init_weights(model, init_path)
