@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tofmra_utils.phantom import SITES, make_phantom, site_shape, subject_seed, write_phantom_dataset
+from tofmra_utils.phantom import PROTOCOLS, make_phantom, site_shape, subject_seed, write_phantom_dataset
 from tofmra_utils.profiles import PROFILES, get_profile
 
 
@@ -29,7 +29,7 @@ def _load() -> str:
 def bench(profile: str, n: int, seed: int, out: Path) -> list[dict[str, object]]:
     shape = get_profile(profile).data.volume_shape
     rows = []
-    for site in SITES:
+    for site in PROTOCOLS:
         made, fractions, contrasts = [], [], []
         for i in range(n):
             t0 = time.perf_counter()

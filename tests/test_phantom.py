@@ -14,8 +14,8 @@ from scipy import ndimage
 
 from tofmra_utils.io import check_same_geometry, load_volume
 from tofmra_utils.phantom import (
+    PROTOCOLS,
     R_MIN_MM,
-    SITES,
     PhantomVolume,
     blood_signal,
     field_of_view_mm,
@@ -52,17 +52,17 @@ def test_site_shapes_cover_the_same_field_of_view_and_affines_are_centred():
     shape_b = site_shape("B", COURSE)
     assert shape_b == (96, 96, 36)
     fov = field_of_view_mm(COURSE)
-    np.testing.assert_allclose(np.asarray(shape_b) * SITES["B"].spacing, fov, atol=max(SITES["B"].spacing))
+    np.testing.assert_allclose(np.asarray(shape_b) * PROTOCOLS["B"].spacing, fov, atol=max(PROTOCOLS["B"].spacing))
     for site, shape in (("A", COURSE), ("B", shape_b)):
         aff = site_affine(site, shape)
-        np.testing.assert_allclose(np.diag(aff)[:3], SITES[site].spacing)
+        np.testing.assert_allclose(np.diag(aff)[:3], PROTOCOLS[site].spacing)
         assert np.count_nonzero(aff[:3, :3] - np.diag(np.diag(aff)[:3])) == 0  # RAS, no rotation
         centre = aff @ np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2, (shape[2] - 1) / 2, 1.0])
         np.testing.assert_allclose(centre[:3], 0.0, atol=1e-9)
 
 
 def test_sites_differ_in_spacing_shape_contrast_noise_and_bias():
-    a, b = SITES["A"], SITES["B"]
+    a, b = PROTOCOLS["A"], PROTOCOLS["B"]
     assert all(hb > ha for ha, hb in zip(a.spacing, b.spacing))
     assert a.vessel_contrast > b.vessel_contrast
     assert b.noise_sigma > a.noise_sigma and b.bias_strength > a.bias_strength
@@ -86,7 +86,7 @@ def test_background_is_rician_magnitude_noise():
         rayleigh_mean_over_std = math.sqrt(math.pi / 2) / math.sqrt(2 - math.pi / 2)  # 1.913
         assert background.min() >= 0
         assert abs(background.mean() / background.std() - rayleigh_mean_over_std) < 0.1
-        sigma = SITES[site].noise_sigma * SITES[site].intensity_scale
+        sigma = PROTOCOLS[site].noise_sigma * PROTOCOLS[site].intensity_scale
         assert abs(background.mean() / (sigma * math.sqrt(math.pi / 2)) - 1) < 0.1
 
 
@@ -124,7 +124,7 @@ def test_vessels_are_brighter_than_tissue_by_the_sites_contrast(shape):
         ratio = ph.image[ph.label > 0].mean() / ph.image[_tissue(ph)].mean()
         lo, hi = ranges[site]
         assert lo <= ratio <= hi, (site, shape, ratio)
-        assert ratio < SITES[site].vessel_contrast
+        assert ratio < PROTOCOLS[site].vessel_contrast
         ratios[site] = ratio
     assert ratios["A"] > ratios["B"] + 0.2
 
@@ -138,8 +138,8 @@ def test_signal_fades_with_transit_time_slower_flow_and_depth_into_the_slab():
     t = np.linspace(0, 3, 50)
     for site in "AB":
         s = blood_signal(site, t)
-        assert s[0] == pytest.approx(SITES[site].vessel_contrast)
-        assert np.all(np.diff(s) < 0) and s[-1] > SITES[site].saturated_blood
+        assert s[0] == pytest.approx(PROTOCOLS[site].vessel_contrast)
+        assert np.all(np.diff(s) < 0) and s[-1] > PROTOCOLS[site].saturated_blood
     seg = tree.segments()
     blood = blood_signal("A", seg["transit_s"])
     assert blood[seg["radius"] < 0.4].mean() < blood[seg["radius"] > 0.8].mean() - 0.3  # thin = slow = darker
@@ -193,7 +193,7 @@ def test_tree_obeys_murray_law_and_spans_thick_to_sub_voxel_vessels():
             np.testing.assert_allclose(tree.branches[c].points[0], tree.branches[parent].points[-1])
     radii = np.array([b.radius for b in tree.branches])
     assert radii.min() >= R_MIN_MM
-    assert (radii < 0.5 * min(SITES["A"].spacing)).sum() > 20  # sub-voxel branches
+    assert (radii < 0.5 * min(PROTOCOLS["A"].spacing)).sum() > 20  # sub-voxel branches
     assert radii.max() == pytest.approx(tree.root_radius_mm)
     assert len(tree.roots) == 3
     assert {tree.branches[i].name for i in tree.roots} == {"ICA_L", "ICA_R", "BA"}
@@ -256,7 +256,7 @@ def test_rasterized_oblique_vessel_keeps_its_volume():
     frac, _ = rasterize_vessels(a[None], b[None], np.array([r]), np.array([1.0]), shape, affine)
     # Capsule volume: cylinder plus the two half-ball caps.
     volume = math.pi * r * r * np.linalg.norm(b - a) + 4 / 3 * math.pi * r**3
-    assert frac.sum() * np.prod(SITES["A"].spacing) == pytest.approx(volume, rel=0.03)
+    assert frac.sum() * np.prod(PROTOCOLS["A"].spacing) == pytest.approx(volume, rel=0.03)
 
 
 # ----------------------------------------------------------------------------- files and cache
@@ -272,7 +272,7 @@ def test_write_dataset_writes_readable_nifti_with_site_geometry(tmp_path):
         check_same_geometry(image, label)
         check_same_geometry(image, mask)
         assert image.shape == shape_b
-        np.testing.assert_allclose(image.spacing, SITES["B"].spacing, rtol=1e-6)
+        np.testing.assert_allclose(image.spacing, PROTOCOLS["B"].spacing, rtol=1e-6)
         np.testing.assert_allclose(image.affine, site_affine("B", shape_b), atol=1e-5)
         expected = make_phantom("B", subject_seed(11, "B", i), SMOKE)
         np.testing.assert_array_equal(label.data, expected.label)
