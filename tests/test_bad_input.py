@@ -18,7 +18,7 @@ from test_patches import tiny_profile, tube_volumes, write_tube_subjects
 
 from tofmra_utils.cli import main
 from tofmra_utils.io import DataError, save_volume
-from tofmra_utils.patches import prepare_dataset
+from tofmra_utils.data import prepare_dataset
 from tofmra_utils.profiles import UnknownProfileError
 
 BAD = "sub-02"

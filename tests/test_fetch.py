@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from tofmra_utils.cli import main
-from tofmra_utils.fetch import fetch_source, file_checksum, load_manifest
+from tofmra_utils.conventions import file_hash
+from tofmra_utils.fetch import fetch_source, load_manifest
 from tofmra_utils.io import DataError
 
 PAYLOAD = bytes(range(256)) * 400 + b"tail"  # 102 404 bytes
@@ -107,7 +108,7 @@ def test_full_download_verified(tmp_path, algorithm):
     assert path == tmp_path / "dest" / "payload.bin" and path.read_bytes() == PAYLOAD
     assert not (tmp_path / "dest" / "payload.bin.partial").exists()
     assert srv.requests == [{"path": "/data/payload.bin", "range": None}]
-    assert file_checksum(path, algorithm) == hashlib.new(algorithm, PAYLOAD).hexdigest()
+    assert file_hash(path, algorithm) == hashlib.new(algorithm, PAYLOAD).hexdigest()
 
 
 def test_resume_from_partial_file(tmp_path):

@@ -13,7 +13,7 @@ import torch
 from tofmra_utils.cli import main
 from tofmra_utils.io import DataError, Volume, load_volume
 from tofmra_utils.metrics import evaluate_masks
-from tofmra_utils.patches import normalize_patch
+from tofmra_utils.conventions import normalize_patch
 from tofmra_utils.patchset import PatchSet
 from tofmra_utils.profiles import UnetConfig
 from tofmra_utils.unet.infer import _gaussian_weight, evaluate_subjects, predict_volume, segment_file, tile_plan

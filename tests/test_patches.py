@@ -19,12 +19,14 @@ import pytest
 
 from tofmra_utils.cli import main
 from tofmra_utils.io import DataError, save_volume
-from tofmra_utils.patches import (
+from tofmra_utils.conventions import normalize_patch
+from tofmra_utils.data import (
+    SiteDataset,
+    Subject,
     compute_brain_mask,
     cut_patches,
     extract_patches,
     load_dataset,
-    normalize_patch,
     phantom_seed,
     prepare_dataset,
     prepare_phantom_site,
@@ -72,20 +74,6 @@ def write_tube_subjects(root: Path, n: int, with_masks: bool = True, spacing=(0.
 
 
 # ----------------------------------------------------------------------------- scaling and masks
-def test_normalize_patch_scales_each_patch_on_its_own():
-    x = np.stack([np.arange(16.0).reshape(4, 4), 100 + 3 * np.arange(16.0).reshape(4, 4)])
-    y = normalize_patch(x)
-    assert y.dtype == np.float32 and y.shape == x.shape
-    for p in y:
-        assert p.min() == -1.0 and p.max() == 1.0
-    np.testing.assert_allclose(y[0], y[1], atol=1e-6)  # same pattern, different range
-
-
-def test_normalize_patch_constant_patch_has_no_nan():
-    y = normalize_patch(np.full((2, 5, 5), 7.0))
-    assert np.isfinite(y).all() and (y == -1.0).all()
-
-
 def test_brain_mask_finds_the_ellipsoid_and_fills_holes():
     g = np.mgrid[:40, :40, :20].astype(np.float32)
     inside = ((g[0] - 20) / 15) ** 2 + ((g[1] - 20) / 12) ** 2 + ((g[2] - 10) / 8) ** 2 <= 1
@@ -261,6 +249,19 @@ def test_masks_are_computed_when_not_given(tmp_path):
     assert (mask.data == truth).mean() > 0.95
 
 
+def test_hand_built_subject_loads_like_a_prepared_one(tmp_path):
+    """load_subject shares the preparation's loader: a missing mask is computed, a missing label named."""
+    root = write_tube_subjects(tmp_path / "in", 1, with_masks=False)
+    image_file, label_file = root / "images" / "sub-00.nii.gz", root / "labels" / "sub-00.nii.gz"
+    subjects = {"sub-00": Subject("sub-00", image_file, label_file, None), "bare": Subject("bare", image_file, None, None)}
+    ds = SiteDataset(tmp_path, "A", subjects, {"train": [], "val": [], "test": ["sub-00", "bare"]}, seed=0)
+    image, label, mask = ds.load_subject("sub-00")
+    np.testing.assert_array_equal(mask.data, compute_brain_mask(image.data))
+    assert label.data.any() and mask.path is None
+    with pytest.raises(DataError, match="this subject has no label"):
+        ds.load_subject("bare")
+
+
 def test_cli_prepare_prints_summary(tmp_path, capsys):
     root = write_tube_subjects(tmp_path / "in", 4)
     rc = main(["prepare", "--images", str(root / "images"), "--labels", str(root / "labels"), "--masks",
@@ -325,7 +326,7 @@ def test_load_dataset_missing_names_notebook(tmp_path):
 
 
 def test_prepare_site_with_a_user_folder(tmp_path):
-    from tofmra_utils.patches import prepare_site
+    from tofmra_utils.data import prepare_site
 
     root = write_tube_subjects(tmp_path / "mine", 5, with_masks=False)
     paths = RunPaths(tmp_path / "run")

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from .io import DataError, atomic_path, file_digest
+from .io import DataError, atomic_path
 
-__all__ = ["save_checkpoint", "load_checkpoint", "file_sha256", "strip_module_prefix"]
+__all__ = ["save_checkpoint", "load_checkpoint", "strip_module_prefix"]
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
@@ -51,8 +51,3 @@ def strip_module_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
     if state_dict and all(k.startswith("module.") for k in state_dict):
         return {k[len("module.") :]: v for k, v in state_dict.items()}
     return state_dict
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file (for data sheets and manifests)."""
-    return file_digest(path, "sha256")

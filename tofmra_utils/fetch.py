@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .io import DataError, file_digest
+from .conventions import file_hash
+from .io import DataError
 
-__all__ = ["Source", "load_manifest", "default_manifest_dir", "fetch_source", "file_checksum", "ALGORITHMS"]
+__all__ = ["Source", "load_manifest", "default_manifest_dir", "fetch_source", "ALGORITHMS"]
 
 #: Checksum algorithms the manifest may name.
 ALGORITHMS: tuple[str, ...] = ("md5", "sha256")
@@ -150,14 +151,6 @@ def load_manifest(manifest_dir: str | os.PathLike[str] | None = None) -> dict[st
     return sources
 
 
-# ----------------------------------------------------------------------------- checksums
-def file_checksum(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in chunks (md5 or sha256)."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    return file_digest(path, algorithm)
-
-
 # ----------------------------------------------------------------------------- fetching
 def _refuse_unverifiable(source: Source) -> None:
     """Raise unless ``source`` can be downloaded and verified."""
@@ -267,7 +260,7 @@ def fetch_source(
     dest.mkdir(parents=True, exist_ok=True)
     final = dest / source.filename
     if final.exists():
-        actual = file_checksum(final, algorithm)
+        actual = file_hash(final, algorithm)
         if actual == expected:
             return final
         raise DataError(final, f"exists but its {algorithm} is {actual}, the manifest expects {expected}; "
@@ -281,7 +274,7 @@ def fetch_source(
         partial.unlink()
         raise DataError(final, f"downloaded {size} bytes, the manifest expects {source.size_bytes}; the partial "
                                "file was deleted, fetch again")
-    actual = file_checksum(partial, algorithm)
+    actual = file_hash(partial, algorithm)
     if actual != expected:
         partial.unlink()
         raise DataError(final, f"checksum mismatch: {algorithm} of the download is {actual}, the manifest expects "

@@ -11,7 +11,6 @@ and names the problem.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -23,7 +22,6 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = [
-    "file_digest",
     "DataError",
     "Volume",
     "atomic_path",
@@ -113,12 +111,6 @@ def atomic_path(target: str | os.PathLike[str], suffix: str | None = None) -> It
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
-    """Hex digest (``"sha256"``, ``"md5"``, any ``hashlib`` name) of a file, read in chunks."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, lambda: hashlib.new(algorithm, usedforsecurity=False)).hexdigest()
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:

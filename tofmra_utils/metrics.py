@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from . import conventions
 from .io import DataError, Volume, check_same_geometry, load_volume
 
 __all__ = [
@@ -202,11 +203,7 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     float
         In [0, 1]; 1.0 when both masks are empty (nothing to find, nothing found).
     """
-    p, t = _pair(pred, truth)
-    total = int(np.count_nonzero(p)) + int(np.count_nonzero(t))
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.count_nonzero(p & t)) / total
+    return conventions.dice(*_pair(pred, truth))
 
 
 def hd95_mm(
