@@ -3,9 +3,9 @@
     python benchmarks/bench_gan.py --profile course --gan wgan_gp_sn --steps 20
     python benchmarks/bench_gan.py --profile paper --gan wgan_gp --steps 10 --device cuda
 
-A generator step is what ``train_gan`` does per step: ``n_critic`` critic steps (real batch +
-detached fake batch, gradient penalty for the WGANs) and one generator step, at the profile's batch
-size, on random data of the profile's patch size. Prints one line per GAN: seconds per step
+A generator step is :func:`tofmra_utils.gan.step.gan_step`, what ``train_gan`` calls per step:
+``n_critic`` critic steps (real batch + detached fake batch, gradient penalty for the WGANs) and
+one generator step, at the profile's batch size, on random data of the profile's patch size. Prints one line per GAN: seconds per step
 (median over the timed steps, after warm-up), the implied time for the profile's full schedule
 on ``--n-train`` patches, and peak memory (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the
 process's peak resident set size, which includes the Python runtime).
@@ -23,6 +23,7 @@ import torch
 
 from tofmra_utils.gan.losses import loss_for
 from tofmra_utils.gan.models import build_gan
+from tofmra_utils.gan.step import gan_step
 from tofmra_utils.gan.train import total_generator_steps
 from tofmra_utils.profiles import GAN_NAMES, Profile, get_profile
 
@@ -47,19 +48,8 @@ def bench(profile: Profile, name: str, steps: int, warmup: int, device: torch.de
         torch.cuda.reset_peak_memory_stats(device)
 
     def one_step() -> None:
-        for _ in range(settings.n_critic):
-            with torch.no_grad():
-                fake = generator(torch.randn(b, settings.z_dim, device=device))
-            d_loss, _ = loss.critic_loss(critic, real, fake, rng=rng)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-        critic.requires_grad_(False)
-        g_loss, _ = loss.generator_loss(critic, generator(torch.randn(b, settings.z_dim, device=device)), real)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        critic.requires_grad_(True)
+        gan_step(generator, critic, opt_g, opt_d, loss, lambda: real,
+                 lambda n: torch.randn(n, settings.z_dim, device=device), settings.n_critic, rng=rng)
 
     for _ in range(warmup):
         one_step()

@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tofmra_utils.patches import load_dataset, prepare_phantom_site
+from tofmra_utils.data import load_dataset, prepare_phantom_site
 from tofmra_utils.profiles import get_profile
 from tofmra_utils.runs import RunPaths, default_run_dir
 from tofmra_utils.unet.model import WEIGHT_INITS, UNet
-from tofmra_utils.unet.train import normalization_stats, soft_dice_loss
+from tofmra_utils.conventions import normalization_stats, zscore
+from tofmra_utils.unet.step import unet_step
 
 PLATEAU_EXIT = 0.2
 
@@ -64,7 +65,7 @@ def main() -> None:
         dataset = prepare_phantom_site(RunPaths(tmp).ensure(), profile, a.site)
     patches = dataset.patches("train")
     mean, std = normalization_stats(patches.image)
-    x = torch.from_numpy(((patches.image - mean) / std).astype(np.float32)).unsqueeze(1)
+    x = torch.from_numpy(zscore(patches.image, mean, std)).unsqueeze(1)
     y = torch.from_numpy(patches.label.astype(np.float32)).unsqueeze(1)
     cfg = profile.unet
     print(f"profile {profile.name}, site {a.site}: {len(patches)} patches of {patches.patch_size} px, vessel fraction "
@@ -82,11 +83,7 @@ def main() -> None:
             started = time.perf_counter()
             for _ in range(a.steps):
                 idx = torch.randint(0, len(x), (cfg.batch_size,), generator=order)
-                loss = soft_dice_loss(model(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                dice.append(-float(loss))
+                dice.append(-unet_step(model, opt, x[idx], y[idx]))
             esc = escape_step(np.asarray(dice))
             escapes.append(esc)
             print(f"{scheme:8s} {seed:4d} {esc if esc is not None else 'never':>11} {np.mean(dice[-10:]):13.3f} "

@@ -150,7 +150,7 @@ def test_gradient_penalty_of_a_linear_critic_is_exact():
     w[:9] = 1.0  # ||w|| = 3
     critic = LinearCritic(w)
     real, fake = torch.randn(6, 2, 4, 4), torch.randn(6, 2, 4, 4)
-    gp = gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(0))
+    gp = gradient_penalty(critic, real, fake, rng=torch.Generator().manual_seed(0))
     assert math.isclose(float(gp.detach()), (3.0 - 1.0) ** 2, rel_tol=1e-6)
     gp.backward()  # create_graph: the penalty trains the critic; d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
     assert torch.allclose(critic.w.grad, 2 * (3.0 - 1.0) * w / 3.0, atol=1e-5)
@@ -160,7 +160,7 @@ def test_gradient_penalty_uses_one_alpha_and_one_norm_per_sample():
     b, shape = 5, (2, 3, 3)
     d = 2 * 3 * 3
     real, fake = torch.ones(b, *shape), torch.zeros(b, *shape)
-    gp = gradient_penalty(HalfSquareCritic(), real, fake, generator=torch.Generator().manual_seed(11))
+    gp = gradient_penalty(HalfSquareCritic(), real, fake, rng=torch.Generator().manual_seed(11))
     alpha = torch.rand((b, 1, 1, 1), generator=torch.Generator().manual_seed(11)).flatten()
     # gradient at x_hat_i = alpha_i * 1 is x_hat_i itself, norm alpha_i * sqrt(d)
     expected = ((alpha * math.sqrt(d) - 1.0) ** 2).mean()
@@ -214,7 +214,7 @@ def test_dcgan_loss_smooths_real_targets_and_matches_features():
     sig = 1 / (1 + math.exp(-c))
     by_hand = -(0.9 * math.log(sig) + 0.1 * math.log(1 - sig)) - math.log(1 - sig)
     assert math.isclose(float(d_loss.detach()), by_hand, rel_tol=1e-6)
-    assert math.isclose(stats["d_real"], sig, rel_tol=1e-6)
+    assert math.isclose(stats["d_real_prob"], sig, rel_tol=1e-6)
     g_loss, g_stats = DcganLoss().generator_loss(critic, x, x)
     assert g_stats["feature_matching"] == 0.0, "identical batches have identical feature means"
     assert math.isclose(float(g_loss.detach()), -math.log(sig), rel_tol=1e-6), "non-saturating: -log D(G(z))"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,7 @@ from tofmra_utils.checkpoint import load_checkpoint
 from tofmra_utils.cli import main as cli_main
 from tofmra_utils.gan.generate import fixed_noise_pairs, generate_from_checkpoint, generate_pairs, load_generator
 from tofmra_utils.gan.quality import compare_sets, pair_statistics
-from tofmra_utils.gan.train import BatchStream, gan_tensor, train_gan
+from tofmra_utils.gan.train import gan_tensor, train_gan
 from tofmra_utils.io import DataError
 from tofmra_utils.patchset import KIND_SYNTHETIC, PatchSet
 from tofmra_utils.profiles import GAN_NAMES, get_profile
@@ -89,7 +90,7 @@ def test_training_writes_log_samples_and_a_complete_checkpoint(trained):
     out = trained.checkpoint.parent
     log = pd.read_csv(out / "losses.csv")
     assert len(log) == trained.total_steps == 6
-    assert {"step", "d_loss", "g_loss", "wasserstein", "gp", "d_real", "d_fake"} <= set(log.columns)
+    assert {"step", "d_loss", "g_loss", "wasserstein", "gp", "critic_real", "critic_fake"} <= set(log.columns)
     assert np.isfinite(log[["d_loss", "g_loss", "wasserstein", "gp"]].to_numpy()).all()
     assert [p.name for p in trained.sample_grids] == ["step_000003.png", "step_000006.png"]
     assert trained.seconds > 0
@@ -109,9 +110,14 @@ def test_finished_run_returns_without_training(trained, tmp_path):
     assert len(again.history) == 6
 
 
-def test_resume_refuses_another_gan(trained):
-    with pytest.raises(DataError, match="gan="):
-        train_gan("wgan_gp", tiny_patches(), tiny_profile(), trained.checkpoint.parent, device="cpu", progress=False)
+def test_another_gan_in_the_folder_starts_afresh_and_says_why(trained, tmp_path, capsys):
+    folder = tmp_path / "copy"
+    shutil.copytree(trained.checkpoint.parent, folder)
+    other = train_gan("wgan_gp", tiny_patches(), tiny_profile(), folder, device="cpu", progress=False, stop_after_steps=1)
+    assert other.steps == 1 and len(other.history) == 1
+    assert "settings changed since the stored run (gan \"wgan_gp_sn\" -> \"wgan_gp\"" in capsys.readouterr().err
+    assert load_checkpoint(other.checkpoint)["gan"] == "wgan_gp"
+    assert not list((folder / "samples").glob("step_000006.png")), "the old run's sample grids go with it"
 
 
 def test_training_rejects_the_wrong_patch_size(tmp_path):
@@ -119,18 +125,11 @@ def test_training_rejects_the_wrong_patch_size(tmp_path):
         train_gan("dcgan", tiny_patches(size=32), tiny_profile(), tmp_path, device="cpu", progress=False)
 
 
-def test_gan_tensor_and_batch_stream():
+def test_gan_tensor():
     data = tiny_patches(n=5)
     x = gan_tensor(data)
     assert x.shape == (5, 2, 16, 16) and set(torch.unique(x[:, 1]).tolist()) == {-1.0, 1.0}
     assert torch.equal(x[:, 0], torch.from_numpy(data.image))
-    stream = BatchStream(5, 2, torch.Generator().manual_seed(0))
-    first_pass = torch.cat([stream.next(), stream.next()])
-    assert len(set(first_pass.tolist())) == 4, "no repeats within a pass"
-    saved = stream.state_dict()
-    ahead = [stream.next() for _ in range(4)]
-    stream.load_state_dict(saved)
-    assert all(torch.equal(a, stream.next()) for a in ahead)
 
 
 # ----------------------------------------------------------------------------- generation

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from tofmra_utils import transfer
-from tofmra_utils.io import DataError, read_json
+from tofmra_utils.io import DataError, read_json, write_json
 from tofmra_utils.patchset import PatchSet
 from tofmra_utils.profiles import get_profile
 from tofmra_utils.runs import RunPaths
@@ -197,14 +197,17 @@ def test_changed_budget_recomputes_stale_results(tmp_path):
     assert len(third.calls) == 4 and set(third.eval_modes) == {"tiles"}
 
 
-def test_half_finished_training_folder_is_kept_only_with_the_same_settings(tmp_path):
+def test_a_run_killed_before_its_result_is_trained_again(tmp_path):
     ds, out = FakeDataset(tmp_path), tmp_path / "transfer"
-    work = out / "work" / "scratch-full-n01-s0"
-    work.mkdir(parents=True)
-    (work / "partial.pt").write_text("from another budget")  # no settings marker: stale
-    run_transfer_sweep(ds, small_profile(), out, {"scratch": None}, n_subjects=[1], seeds=[0],
-                       keep_checkpoints=True, progress=False, backend=FakeBackend().backend())
-    assert not (work / "partial.pt").exists() and (work / "best.pt").exists()
+    kw = dict(n_subjects=[1], seeds=[0], progress=False)
+    run_transfer_sweep(ds, small_profile(), out, {"scratch": None}, backend=FakeBackend().backend(), **kw)
+    record = out / "results" / "scratch-full-n01-s0.json"
+    stored = read_json(record)
+    write_json(record, {**stored, "status": "running"})  # as left by a run killed while training
+    again = FakeBackend()
+    df = run_transfer_sweep(ds, small_profile(), out, {"scratch": None}, backend=again.backend(), **kw)
+    assert len(again.calls) == 1 and len(df) == len(TEST)
+    assert read_json(record)["status"] == "done"
 
 
 def test_pool_too_small_is_a_clear_error(tmp_path):
@@ -320,7 +323,6 @@ class TinySite:
 
 
 def test_end_to_end_with_the_real_unet(tmp_path):
-    pytest.importorskip("tofmra_utils.patches", reason="inference needs the data helper's patches module")
     from tofmra_utils.unet.train import train_unet
 
     profile = small_profile(steps=2)

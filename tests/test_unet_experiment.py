@@ -56,7 +56,7 @@ def test_train_models_gives_every_set_the_same_budget(tmp_path):
     # Validation at the same steps for both.
     assert models["real"].history["val_dice"].notna().tolist() == models["dcgan"].history["val_dice"].notna().tolist()
     diag = training_set_diagnostics(sets, models["real"].checkpoint, device="cpu")
-    assert list(diag["set"]) == ["real", "DCGAN"] and diag["Dice(real-trained U-net, label)"].between(0, 1).all()
+    assert list(diag["set"]) == ["real", "dcgan"] and list(diag["label"]) == ["real", "DCGAN"] and diag["Dice(real-trained U-net, label)"].between(0, 1).all()
     assert diag["vessel fraction"].iloc[0] == pytest.approx(sets["real"].vessel_fraction(), abs=1e-4)
 
 
@@ -70,7 +70,8 @@ def per_patient_table() -> pd.DataFrame:
 
 def test_summary_table_and_ranking():
     summary = summary_table(per_patient_table())
-    assert list(summary["model"]) == ["real", "DCGAN", "WGAN-GP", "WGAN-GP-SN"]
+    assert list(summary["model"]) == ["real", "dcgan", "wgan_gp", "wgan_gp_sn"], "keys, as in the per-patient table"
+    assert list(summary["label"]) == ["real", "DCGAN", "WGAN-GP", "WGAN-GP-SN"]
     real = summary.iloc[0]
     assert real["DSC"] == "0.850 ± 0.071" and real["dsc_mean"] == pytest.approx(0.85)
     assert real["study DSC"] == 0.89 and real["study 95HD (tool units)"] == 26.57
@@ -98,9 +99,9 @@ def test_error_colours_and_figures():
 
 
 def _tables(real_dsc, syn_dsc, syn_agree, syn_fraction, syn_inside):
-    summary = pd.DataFrame({"model": ["real", "DCGAN", "WGAN-GP-SN"], "dsc_mean": [real_dsc, syn_dsc - 0.1, syn_dsc]})
+    summary = pd.DataFrame({"model": ["real", "dcgan", "wgan_gp_sn"], "dsc_mean": [real_dsc, syn_dsc - 0.1, syn_dsc]})
     diagnostics = pd.DataFrame({
-        "set": ["real", "DCGAN", "WGAN-GP-SN"],
+        "set": ["real", "dcgan", "wgan_gp_sn"],
         "vessel fraction": [0.03, 0.01, syn_fraction],
         "intensity inside label": [0.5, 0.0, syn_inside],
         "intensity outside label": [-0.5, -0.5, -0.5],

@@ -15,11 +15,13 @@ from tofmra_utils.unet.parts import DoubleConv, Down, Up
 @pytest.mark.parametrize("size", [32, 64, 96])
 @pytest.mark.parametrize("base_width", [2, 3])
 def test_output_shape_and_range(size, base_width):
+    torch.manual_seed(0)
     model = UNet(in_channels=1, base_width=base_width, depth=4, dropout=0.1).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 1, size, size))
     assert out.shape == (2, 1, size, size)
-    assert float(out.min()) > 0.0 and float(out.max()) < 1.0  # sigmoid probabilities
+    # sigmoid probabilities (float32 rounds a large He-initialized logit to exactly 0 or 1)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0 and float(out.std()) > 0
 
 
 def test_widths_double_per_level():

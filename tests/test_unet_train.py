@@ -8,18 +8,17 @@ import pytest
 import torch
 
 from tofmra_utils.checkpoint import load_checkpoint
+from tofmra_utils.conventions import normalization_stats
 from tofmra_utils.io import DataError
 from tofmra_utils.patchset import PatchSet
 from tofmra_utils.profiles import UnetConfig, get_profile
+from tofmra_utils.unet.step import soft_dice_loss
 from tofmra_utils.unet.train import (
     BEST,
     HISTORY,
     TRAIN_STATE,
-    hard_dice,
     load_unet,
-    normalization_stats,
     plan_steps,
-    soft_dice_loss,
     train_unet,
 )
 
@@ -55,16 +54,6 @@ def test_soft_dice_loss_matches_the_formula():
     assert float(soft_dice_loss(p, t)) == pytest.approx(expected)
     assert float(soft_dice_loss(t, t)) == pytest.approx(-1.0)
     assert float(soft_dice_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))) == pytest.approx(-1.0)  # smooth 1
-
-
-def test_hard_dice_and_stats():
-    a = np.array([1, 1, 0, 0], bool)
-    b = np.array([1, 0, 1, 0], bool)
-    assert hard_dice(a, b) == pytest.approx(0.5)
-    assert hard_dice(np.zeros(3), np.zeros(3)) == 1.0
-    mean, std = normalization_stats(np.array([[1.0, 3.0]]))
-    assert (mean, std) == (2.0, 1.0)
-    assert normalization_stats(np.zeros((2, 2)))[1] == pytest.approx(1e-6)
 
 
 def test_plan_steps():
@@ -215,3 +204,11 @@ def test_paper_profile_builds_and_takes_one_step(tmp_path):
     train = easy_patches(2, size=96)
     result = train_unet(train, None, cfg, tmp_path, seed=0, max_steps=1, batch_size=2, progress=False)
     assert len(result.history) == 1 and np.isfinite(result.history["train_loss"]).all()
+
+
+def test_other_settings_in_the_same_folder_start_afresh_and_say_why(tmp_path, capsys):
+    train = easy_patches(32)
+    train_unet(train, None, CFG, tmp_path, seed=0, max_steps=2, progress=False)
+    again = train_unet(train, None, CFG, tmp_path, seed=0, max_steps=2, lr=1e-3, progress=False)
+    assert len(again.history) == 2
+    assert "settings changed since the stored run (lr 0.01 -> 0.001); starting afresh" in capsys.readouterr().err

@@ -22,10 +22,13 @@ The sweep here runs every combination of
 
 Every run has the same budget: ``profile.transfer.steps`` optimizer steps at
 ``profile.transfer.lr`` with ``profile.transfer.batch_size``. Each finished run is evaluated on
-the site-B test volumes and leaves ``<transfer_dir>/results/<key>.json``; ``results.csv`` (one
-row per run and test subject) is rewritten atomically from those files after every run, so an
-interrupted sweep resumes where it stopped without duplicated rows. A result whose settings no
-longer match (another step budget, another draw) is recomputed.
+the site-B test volumes and leaves ``<transfer_dir>/results/<key>.json``, the record of a
+:class:`~tofmra_utils.resumable.ResumableUnit` (settings, fingerprint, status, the result rows);
+``results.csv`` (one row per run and test subject) is rewritten atomically from those records
+after every run, so an interrupted sweep resumes where it stopped without duplicated rows. A
+result whose settings no longer match (another step budget, another draw) is recomputed; a
+half-finished training folder ``work/<key>/`` is resumed or replaced by the U-net trainer's own
+unit.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .io import DataError, atomic_path, read_json, write_json
+from .io import DataError, atomic_path
 from .profiles import Profile
+from .resumable import ResumableUnit
+from .study import STUDY_TL_ONE_PATIENT
 from .runs import RunPaths
 
 __all__ = [
@@ -55,7 +60,10 @@ __all__ = [
     "pretrained_checkpoints",
     "find_unet_checkpoint",
     "run_transfer_sweep",
+    "results_file",
     "load_transfer_results",
+    "summary_value",
+    "record_and_check",
     "summarize_transfer",
     "pretraining_gain",
     "gain_sentence",
@@ -72,8 +80,8 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "train_seconds",
 )
 METRICS: tuple[str, ...] = ("dsc", "hd95_mm", "hd95_study")
-#: File names a U-net folder may hold its final weights under, most preferred first.
-CHECKPOINT_NAMES: tuple[str, ...] = ("best.pt", "final.pt", "model.pt", "checkpoint.pt", "last.pt")
+#: The U-net trainer's selected weights (:data:`tofmra_utils.unet.train.BEST`; not imported: no torch here).
+BEST_CHECKPOINT = "best.pt"
 
 
 # ----------------------------------------------------------------------------- planning
@@ -129,15 +137,12 @@ def _train_seed(base_seed: int, seed: int, n: int) -> int:
 
 
 # ----------------------------------------------------------------------------- pretrained weights
-def find_unet_checkpoint(unet_dir: Path, notebook_hint: str = "05_unet") -> Path:
-    """The final weights in a U-net folder, or a :class:`DataError` saying which notebook makes them."""
-    for name in CHECKPOINT_NAMES:
-        if (unet_dir / name).exists():
-            return unet_dir / name
-    found = sorted(unet_dir.glob("*.pt")) if unet_dir.exists() else []
-    if len(found) == 1:
-        return found[0]
-    raise DataError(unet_dir, f"no U-net checkpoint ({', '.join(CHECKPOINT_NAMES)}); run notebook {notebook_hint} first")
+def find_unet_checkpoint(unet_dir: Path, notebook_hint: str = "05_unet_synthetic_vs_real") -> Path:
+    """The selected weights of a U-net folder (``best.pt``), or a :class:`DataError` naming the notebook that makes them."""
+    path = unet_dir / BEST_CHECKPOINT
+    if not path.exists():
+        raise DataError(unet_dir, f"no U-net checkpoint ({BEST_CHECKPOINT}); run notebook {notebook_hint} first")
+    return path
 
 
 def pretrained_checkpoints(paths: RunPaths, profile: Profile, arms: Sequence[str] | None = None) -> dict[str, Path | None]:
@@ -178,14 +183,9 @@ def _run_settings(run: TransferRun, drawn: list[str], init: Path | None, profile
     }
 
 
-def _finished(result_file: Path, settings: dict[str, Any]) -> bool:
-    if not result_file.exists():
-        return False
-    try:
-        stored = read_json(result_file)
-    except DataError:
-        return False  # unreadable: recompute
-    return stored.get("settings") == settings and bool(stored.get("rows"))
+def _result_unit(results_dir: Path, run: TransferRun, settings: dict[str, Any]) -> ResumableUnit:
+    """The stored result of one run: ``results/<key>.json``, reused only with the same settings."""
+    return ResumableUnit(results_dir, settings, state_name=None, history_name=None, record_name=f"{run.key}.json")
 
 
 def _one_run(
@@ -212,22 +212,8 @@ def _one_run(
     return rows, float(result.seconds)
 
 
-def _prepare_work_dir(work_dir: Path, settings: dict[str, Any]) -> None:
-    """Keep a half-finished training folder only if it was started with the same settings
-    (the trainer resumes from it); otherwise start the run afresh."""
-    marker = work_dir / "transfer_settings.json"
-    if work_dir.exists():
-        try:
-            same = read_json(marker) == settings
-        except DataError:
-            same = False
-        if not same:
-            shutil.rmtree(work_dir)
-    write_json(marker, settings)
-
-
-def _write_csv(path: Path, result_files: list[Path]) -> pd.DataFrame:
-    rows = [row for f in result_files if f.exists() for row in read_json(f)["rows"]]
+def _write_csv(path: Path, units: list[ResumableUnit]) -> pd.DataFrame:
+    rows = [row for unit in units if unit.is_done() for row in unit.result()["rows"]]
     df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
     # An undefined distance (empty prediction) is stored as JSON null: keep the metrics numeric (NaN).
     df[list(METRICS)] = df[list(METRICS)].astype(float)
@@ -254,7 +240,7 @@ def run_transfer_sweep(
     Parameters
     ----------
     dataset
-        The site-B :class:`~tofmra_utils.patches.SiteDataset`: ``splits["train"]`` is the
+        The site-B :class:`~tofmra_utils.data.SiteDataset`: ``splits["train"]`` is the
         fine-tuning pool, ``patches("train")`` its patches, the ``test`` split is evaluated.
     profile
         Step budget, learning rate and batch size (``profile.transfer``), the U-net
@@ -295,36 +281,41 @@ def run_transfer_sweep(
         raise DataError(getattr(dataset, "root", None), f"site-B pool has {len(pool)} subjects, the sweep needs {max(n_list)}")
     ft_list = tuple(finetunes if finetunes is not None else profile.transfer.finetunes)
     runs = plan_runs(list(checkpoints), ft_list, n_list, seed_list)
-    result_files = [results_dir / f"{r.key}.json" for r in runs]
     draws = {r: draw_subjects(pool, r.n_subjects, r.seed, profile.seed) for r in runs}
-    settings = {r: _run_settings(r, draws[r], checkpoints[r.arm], profile) for r in runs}
-    todo = [r for r, f in zip(runs, result_files) if not _finished(f, settings[r])]
+    units = {r: _result_unit(results_dir, r, _run_settings(r, draws[r], checkpoints[r.arm], profile)) for r in runs}
+    todo = [r for r in runs if not units[r].is_done()]
 
     pool_patches = dataset.patches("train") if todo else None
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="transfer sweep", unit="run", disable=not progress)
     try:
         for run in todo:
             bar.set_postfix_str(run.key)
+            # The training folder is the U-net trainer's own resumable unit: it continues a
+            # half-finished run with the same settings and replaces one with other settings.
             work_dir = work_root / run.key
-            stored = results_dir / f"{run.key}.json"
-            _prepare_work_dir(work_dir, settings[run])
+            units[run].open()
             started = time.time()
             rows, seconds = _one_run(run, dataset, pool_patches, draws[run], checkpoints[run.arm], profile,
                                      work_dir, backend, device)
-            write_json(stored, {"run": run.__dict__, "settings": settings[run], "rows": rows,
-                                "train_seconds": seconds, "wall_seconds": time.time() - started})
-            _write_csv(out_dir / "results.csv", result_files)
+            units[run].finish({"run": run.__dict__, "rows": rows, "train_seconds": seconds,
+                               "wall_seconds": time.time() - started})
+            _write_csv(results_file(out_dir), list(units.values()))
             if not keep_checkpoints:
                 shutil.rmtree(work_dir, ignore_errors=True)
             bar.update(1)
     finally:
         bar.close()
-    return _write_csv(out_dir / "results.csv", result_files)
+    return _write_csv(results_file(out_dir), list(units.values()))
+
+
+def results_file(out_dir: str | Path) -> Path:
+    """The sweep's tidy table, ``<transfer_dir>/results.csv``."""
+    return Path(out_dir) / "results.csv"
 
 
 def load_transfer_results(out_dir: str | Path) -> pd.DataFrame:
     """``results.csv`` of a sweep (error naming the file if the sweep has not run)."""
-    path = Path(out_dir) / "results.csv"
+    path = results_file(out_dir)
     if not path.exists():
         raise DataError(path, "no transfer results yet; run notebook 06_transfer_learning first")
     return pd.read_csv(path)
@@ -400,8 +391,6 @@ def gain_sentence(gain: pd.DataFrame, arm: str = "synthetic", metric: str = "DSC
     return text[0].upper() + text[1:] + "."
 
 
-#: The study's transfer-learning result with one site-B patient (journal version).
-STUDY_TL_ONE_PATIENT: dict[str, tuple[float, float]] = {"synthetic": (0.91, 24.66), "scratch": (0.84, 27.36)}
 
 
 def study_comparison_table(summary: pd.DataFrame, n: int = 1, finetune: str = "full") -> pd.DataFrame:
@@ -431,3 +420,53 @@ def study_comparison_table(summary: pd.DataFrame, n: int = 1, finetune: str = "f
             "our 95HD (mm)": fmt("hd95_mm"),
         })
     return pd.DataFrame(rows)
+
+
+def summary_value(summary: pd.DataFrame, arm: str, n: int, finetune: str = "full", metric: str = "dsc",
+                  stat: str = "mean") -> float:
+    """``stat`` (``mean`` or ``sd`` over seeds) of ``metric`` for one (arm, finetune, n) cell of
+    :func:`summarize_transfer` (NaN if absent)."""
+    row = summary[(summary.arm == arm) & (summary.finetune == finetune) & (summary.n_subjects == n)]
+    return float(row[f"{metric}_{stat}"].iloc[0]) if len(row) else float("nan")
+
+
+def record_and_check(
+    ctx: Any, results: pd.DataFrame, summary: pd.DataFrame, gain: pd.DataFrame, n_runs: int, n_test: int,
+    sweep_minutes: float, conclusion: str,
+) -> dict[str, Any]:
+    """Record notebook 06's key results for ``summary.json`` and check the sweep did what it claims.
+
+    Checks (``AssertionError``): every planned run finished and was scored once on every site-B
+    test subject (in memory and in ``results.csv``), DSC in [0, 1]; beyond ``smoke``: no empty
+    prediction (named by run and subject), training from scratch is not clearly worse with the
+    most site-B data than with the least, and some fine-tuned model segments vessels (DSC > 0.3).
+    """
+    small, large = min(summary.n_subjects), max(summary.n_subjects)
+    has_gain = len(gain) > 0
+    recorded = ctx.record(
+        transfer_runs=n_runs, transfer_minutes=round(sweep_minutes, 2), n_small=int(small), n_large=int(large),
+        n_seeds=int(summary.n_seeds.max()),
+        **{f"{arm}_dsc_{size}{suffix}": summary_value(summary, arm, n, stat=stat)
+           for arm in ("scratch", "synthetic") for size, n in (("small", small), ("large", large))
+           for suffix, stat in (("", "mean"), ("_sd", "sd"))},
+        real_dsc_small=summary_value(summary, "real", small),
+        synthetic_gain_dsc_small=float(gain.gain_mean.iloc[0]) if has_gain else None,
+        synthetic_gain_dsc_large=float(gain.gain_mean.iloc[-1]) if has_gain else None,
+        synthetic_gain_dsc_small_sd=float(gain.gain_sd.iloc[0]) if has_gain and pd.notna(gain.gain_sd.iloc[0]) else None,
+        scratch_hd95_mm_small=summary_value(summary, "scratch", small, metric="hd95_mm"),
+        synthetic_hd95_mm_small=summary_value(summary, "synthetic", small, metric="hd95_mm"),
+        conclusion=conclusion,
+    )
+    assert len(results) == n_runs * n_test, (len(results), n_runs, n_test)
+    assert not results.duplicated(["arm", "finetune", "n_subjects", "seed", "subject"]).any()
+    assert len(pd.read_csv(results_file(ctx.paths.transfer_dir))) == n_runs * n_test
+    assert results.dsc.between(0, 1).all()
+    if ctx.profile.name != "smoke":
+        empty = results[~np.isfinite(results[["hd95_mm", "hd95_study"]].to_numpy()).all(axis=1)]
+        assert empty.empty, ("empty predictions in a course run: " + ", ".join(
+            f"{r.arm}-{r.finetune} n={r.n_subjects} seed={r.seed} on {r.subject}" for r in empty.itertuples()))
+        scratch_small, scratch_large = summary_value(summary, "scratch", small), summary_value(summary, "scratch", large)
+        assert scratch_large >= scratch_small - 0.02, ("more site-B data must not make training from scratch "
+                                                       f"clearly worse: n={large} {scratch_large:.3f}, n={small} {scratch_small:.3f}")
+        assert summary.dsc_mean.max() > 0.3, summary.dsc_mean.max()
+    return recorded

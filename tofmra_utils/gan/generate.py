@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import file_sha256, load_checkpoint, strip_module_prefix
+from ..checkpoint import load_checkpoint, strip_module_prefix
+from ..conventions import decode_label, file_hash
 from ..io import DataError, write_json
 from ..patchset import PatchSet
 from ..seeding import default_device
@@ -128,7 +129,7 @@ def generate_pairs(
         b = min(batch_size, n - start)
         out = generator(torch.randn(b, z_dim, generator=rng).to(device)).float().cpu()
         images.append(out[:, 0].clamp(-1.0, 1.0).numpy())
-        labels.append((((out[:, 1] + 1.0) / 2.0) > threshold).to(torch.uint8).numpy())
+        labels.append(decode_label(out[:, 1], threshold).to(torch.uint8).numpy())
     generator.train(was_training)
     return np.concatenate(images).astype(np.float32), np.concatenate(labels)
 
@@ -152,7 +153,7 @@ def fixed_noise_pairs(
     device = next(generator.parameters()).device
     out = generator(state["fixed_noise"].to(device)).float().cpu()
     image = out[:, 0].clamp(-1.0, 1.0).numpy().astype(np.float32)
-    label = (((out[:, 1] + 1.0) / 2.0) > threshold).to(torch.uint8).numpy()
+    label = decode_label(out[:, 1], threshold).to(torch.uint8).numpy()
     return image, label
 
 
@@ -200,7 +201,7 @@ def generate_from_checkpoint(
         "dataset": "synthetic TOF-MRA image/label patch pairs",
         "gan": info["gan"],
         "checkpoint_file": checkpoint.name,
-        "checkpoint_sha256": file_sha256(checkpoint),
+        "checkpoint_sha256": file_hash(checkpoint),
         "generator_step": info["step"],
         "generator_total_steps": info["total_steps"],
         "seed": int(seed),

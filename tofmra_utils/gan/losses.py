@@ -31,7 +31,7 @@ def gradient_penalty(
     critic: nn.Module,
     real: torch.Tensor,
     fake: torch.Tensor,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
     eps: float = 1e-12,
 ) -> torch.Tensor:
     r"""Two-sided gradient penalty of Gulrajani et al. (2017), computed per sample.
@@ -51,7 +51,7 @@ def gradient_penalty(
         Maps (B, ...) to (B,) scores.
     real, fake
         Batches of the same shape (B, ...); ``fake`` is detached here.
-    generator
+    rng
         ``torch.Generator`` for the interpolation weights (reproducible runs); CPU or the data's
         device.
 
@@ -62,8 +62,8 @@ def gradient_penalty(
     if real.shape != fake.shape:
         raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} batches differ in shape")
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    rng_device = generator.device if generator is not None else real.device
-    alpha = torch.rand(shape, generator=generator, device=rng_device, dtype=real.dtype).to(real.device)
+    rng_device = rng.device if rng is not None else real.device
+    alpha = torch.rand(shape, generator=rng, device=rng_device, dtype=real.dtype).to(real.device)
     interpolates = (alpha * real.detach() + (1.0 - alpha) * fake.detach()).requires_grad_(True)
     scores = critic(interpolates)
     (grads,) = torch.autograd.grad(scores.sum(), interpolates, create_graph=True)
@@ -99,8 +99,8 @@ class DcganLoss:
         loss = loss_real + loss_fake
         stats = {
             "d_loss": float(loss.detach()),
-            "d_real": float(torch.sigmoid(logit_real.detach()).mean()),  # D(x)
-            "d_fake": float(torch.sigmoid(logit_fake.detach()).mean()),  # D(G(z))
+            "d_real_prob": float(torch.sigmoid(logit_real.detach()).mean()),  # D(x)
+            "d_fake_prob": float(torch.sigmoid(logit_fake.detach()).mean()),  # D(G(z))
         }
         return loss, stats
 
@@ -138,14 +138,14 @@ class WassersteinGpLoss:
         fake = fake.detach()
         score_real = critic(real).mean()
         score_fake = critic(fake).mean()
-        gp = gradient_penalty(critic, real, fake, generator=rng)
+        gp = gradient_penalty(critic, real, fake, rng=rng)
         loss = score_fake - score_real + self.gp_weight * gp
         stats = {
             "d_loss": float(loss.detach()),
             "wasserstein": float((score_real - score_fake).detach()),
             "gp": float(gp.detach()),
-            "d_real": float(score_real.detach()),
-            "d_fake": float(score_fake.detach()),
+            "critic_real": float(score_real.detach()),
+            "critic_fake": float(score_fake.detach()),
         }
         return loss, stats
 

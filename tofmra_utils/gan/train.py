@@ -9,10 +9,12 @@ each real patch ``n_critic`` times per epoch).
 Everything random comes from explicit ``torch.Generator`` objects (data order; noise and
 gradient-penalty weights) seeded from one seed, and their states go into the checkpoint with
 the models, optimizers, step counter and global RNG state. A run stopped at any checkpoint and
-resumed continues bit-exactly on the CPU (``tests/test_gan.py`` checks it).
+resumed continues bit-exactly on the CPU (``tests/test_gan_train.py`` checks it). The folder is a
+:class:`~tofmra_utils.resumable.ResumableUnit`: other settings start afresh, saying what changed.
 
 Files in ``out_dir``::
 
+    run.json               settings, fingerprint, status
     checkpoint.pt          latest state (atomic), loads with weights_only=True
     losses.csv             one row per generator step (step, epoch, d_loss, g_loss, ...)
     samples/step_XXXXXX.png  fixed-noise sample grid (image, label overlaid in red)
@@ -32,17 +34,19 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..conventions import decode_label, encode_label
 from ..io import DataError, atomic_path
 from ..patchset import PatchSet
-from ..profiles import GAN_NAMES, Profile
+from ..batches import BatchStream
+from ..profiles import GAN_NAMES, GanSettings, Profile
+from ..resumable import ResumableUnit, array_digest
 from ..seeding import default_device, get_rng_state, set_determinism, set_rng_state
-from .losses import loss_for
+from .losses import GanLoss, loss_for
+from .step import gan_step
 from .models import Generator, build_gan
 
 __all__ = [
     "GanTrainResult",
-    "BatchStream",
     "train_gan",
     "gan_tensor",
     "total_generator_steps",
@@ -60,7 +64,8 @@ SAMPLES_DIR = "samples"
 N_FIXED_NOISE = 32
 #: Columns of losses.csv in this order (NaN where a GAN does not have the quantity).
 HISTORY_COLUMNS = (
-    "step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "wasserstein", "gp", "g_adv", "feature_matching",
+    "step", "epoch", "d_loss", "g_loss", "d_real_prob", "d_fake_prob", "critic_real", "critic_fake", "wasserstein", "gp",
+    "g_adv", "feature_matching",
 )
 CHECKPOINT_FORMAT = "tofmra-gan-1"
 
@@ -103,50 +108,16 @@ class GanTrainResult:
         """Sample-grid PNGs written so far, in step order."""
         return sorted((Path(self.checkpoint).parent / SAMPLES_DIR).glob("step_*.png"))
 
-
-class BatchStream:
-    """Endless stream of shuffled mini-batch indices, one permutation per pass (partial batch dropped).
-
-    The permutation, the cursor and the generator's state are the stream's whole state, so a
-    resumed run draws exactly the batches an uninterrupted run would have drawn.
-    """
-
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
-        if not 1 <= batch_size <= n:
-            raise ValueError(f"batch size {batch_size} must be between 1 and the number of samples {n}")
-        self.n, self.batch_size, self.generator = int(n), int(batch_size), generator
-        self.perm = torch.randperm(self.n, generator=self.generator)
-        self.cursor = 0
-        self.passes = 0
-
-    def next(self) -> torch.Tensor:
-        """Indices (batch_size,) of the next batch."""
-        if self.cursor + self.batch_size > self.n:
-            self.perm = torch.randperm(self.n, generator=self.generator)
-            self.cursor = 0
-            self.passes += 1
-        idx = self.perm[self.cursor : self.cursor + self.batch_size]
-        self.cursor += self.batch_size
-        return idx
-
     @property
-    def epoch(self) -> float:
-        """Passes over the data so far (fractional)."""
-        return self.passes + self.cursor / self.n
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.generator.get_state(), "perm": self.perm.clone(), "cursor": self.cursor, "passes": self.passes}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["rng"])
-        self.perm = state["perm"].clone()
-        self.cursor, self.passes = int(state["cursor"]), int(state["passes"])
+    def sample_steps(self) -> dict[int, Path]:
+        """Generator step -> its fixed-noise sample grid, in step order."""
+        return {int(p.stem.split("_")[-1]): p for p in self.sample_grids}
 
 
 def gan_tensor(patches: PatchSet) -> torch.Tensor:
     """Patches as the GANs see them: (N, 2, H, W) float32, image as is and label 0/1 -> -1/1."""
     image = torch.from_numpy(np.ascontiguousarray(patches.image, dtype=np.float32))
-    label = torch.from_numpy(patches.label.astype(np.float32)) * 2.0 - 1.0
+    label = encode_label(torch.from_numpy(patches.label.astype(np.float32)))
     return torch.stack([image, label], dim=1)
 
 
@@ -164,6 +135,84 @@ def load_history(out_dir: str | Path) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- the loop
+@dataclass
+class _Gan:
+    """Networks, optimizers, loss and the random streams of one GAN run: what a checkpoint holds."""
+
+    name: str
+    settings: GanSettings
+    generator: Generator
+    critic: torch.nn.Module
+    loss: GanLoss
+    opt_g: torch.optim.Adam
+    opt_d: torch.optim.Adam
+    stream: BatchStream
+    noise_rng: torch.Generator
+    fixed_noise: torch.Tensor
+    device: torch.device
+
+    @classmethod
+    def create(cls, name: str, profile: Profile, n_train: int, batch_size: int, seed: int, device: torch.device) -> "_Gan":
+        """Fresh state from the seed (a checkpoint, if resumed, then overwrites all of it)."""
+        settings = profile.gan.variants[name]
+        set_determinism(seed)
+        generator, critic = build_gan(name, profile)
+        betas = (float(settings.betas[0]), float(settings.betas[1]))
+        return cls(
+            name=name, settings=settings, generator=generator.to(device), critic=critic.to(device),
+            loss=loss_for(name, settings),
+            opt_g=torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas),
+            opt_d=torch.optim.Adam(critic.parameters(), lr=settings.lr, betas=betas),
+            stream=BatchStream(n_train, batch_size, torch.Generator().manual_seed(seed)),
+            noise_rng=torch.Generator().manual_seed(seed + 1),
+            fixed_noise=torch.randn(N_FIXED_NOISE, settings.z_dim, generator=torch.Generator().manual_seed(seed + 2)),
+            device=device,
+        )
+
+    def noise(self, n: int) -> torch.Tensor:
+        """Latent vectors (n, z_dim) on the device, from the run's own noise stream."""
+        return torch.randn(n, self.settings.z_dim, generator=self.noise_rng).to(self.device)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(), "critic": self.critic.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "data": self.stream.state_dict(),
+            "noise_rng": self.noise_rng.get_state(), "rng": get_rng_state(), "fixed_noise": self.fixed_noise,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.stream.load_state_dict(state["data"])
+        self.noise_rng.set_state(state["noise_rng"])
+        self.fixed_noise = state["fixed_noise"].cpu()
+        set_rng_state(state["rng"])
+
+
+def _check_inputs(name: str, train: PatchSet, profile: Profile) -> None:
+    if name not in GAN_NAMES:
+        raise ValueError(f"unknown GAN {name!r}: choose one of {', '.join(GAN_NAMES)}")
+    if len(train) == 0:
+        raise ValueError("the training patch set is empty")
+    if train.patch_size != profile.data.patch_size:
+        raise ValueError(
+            f"training patches are {train.patch_size} px but profile {profile.name!r} expects {profile.data.patch_size} px"
+        )
+
+
+def _run_settings(name: str, train: PatchSet, profile: Profile, batch_size: int, seed: int) -> dict[str, Any]:
+    """What a stored run must match to be resumed: everything but the budget (epochs) and reporting."""
+    settings = dataclasses.asdict(profile.gan.variants[name])
+    settings.pop("epochs")
+    return {
+        "format": CHECKPOINT_FORMAT, "gan": name, "settings": settings, "batch_size": batch_size, "seed": int(seed),
+        "generator_channels": list(profile.gan.generator_channels), "init_std": profile.gan.init_std,
+        "patch_size": profile.data.patch_size, "n_train": len(train), "train": array_digest(train.image, train.label),
+    }
+
+
 def train_gan(
     name: str,
     train: PatchSet,
@@ -187,13 +236,15 @@ def train_gan(
         Sizes: ``profile.gan`` (architecture, sample/checkpoint intervals) and
         ``profile.gan.variants[name]`` (z size, Adam, batch, epochs, n_critic, gp weight).
     out_dir
-        Folder for checkpoint, losses and sample grids (created).
+        Folder for ``run.json``, checkpoint, losses and sample grids (created). A stored run made
+        with other settings (another GAN, architecture, data, seed, optimizer) is replaced, with a
+        message saying what changed (:mod:`tofmra_utils.resumable`); more epochs continue it.
     device
         Default: CUDA when available, else CPU.
     seed
         Default: ``profile.seed``. Seeds the initialization, data order and noise.
     resume
-        Continue from ``out_dir/checkpoint.pt`` if present (a finished run returns at once).
+        Continue from ``out_dir/checkpoint.pt`` if it matches (a finished run returns at once).
         ``False`` starts over and overwrites it.
     progress
         Show a tqdm progress bar.
@@ -203,149 +254,82 @@ def train_gan(
 
     Raises
     ------
-    DataError
-        If the existing checkpoint belongs to a different GAN, architecture or data size.
     ValueError
         For an unknown GAN name, an empty training set or a patch size that does not match.
+    FloatingPointError
+        If a loss becomes NaN or infinite (the last good checkpoint stays).
     """
-    if name not in GAN_NAMES:
-        raise ValueError(f"unknown GAN {name!r}: choose one of {', '.join(GAN_NAMES)}")
-    if len(train) == 0:
-        raise ValueError("the training patch set is empty")
-    if train.patch_size != profile.data.patch_size:
-        raise ValueError(
-            f"training patches are {train.patch_size} px but profile {profile.name!r} expects {profile.data.patch_size} px"
-        )
+    _check_inputs(name, train, profile)
     started = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device) if device is not None else default_device()
     seed = profile.seed if seed is None else int(seed)
-    settings = profile.gan.variants[name]
-    batch_size = min(settings.batch_size, len(train))
-    total_steps = total_generator_steps(len(train), batch_size, settings.epochs)
+    batch_size = min(profile.gan.variants[name].batch_size, len(train))
+    total_steps = total_generator_steps(len(train), batch_size, profile.gan.variants[name].epochs)
     stop_at = total_steps if stop_after_steps is None else min(total_steps, int(stop_after_steps))
-
-    # Fresh state from the seed; a checkpoint (if resumed) then overwrites all of it.
-    set_determinism(seed)
-    generator, critic = build_gan(name, profile)
-    generator.to(device)
-    critic.to(device)
-    betas = (float(settings.betas[0]), float(settings.betas[1]))
-    opt_g = torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas)
-    opt_d = torch.optim.Adam(critic.parameters(), lr=settings.lr, betas=betas)
-    stream = BatchStream(len(train), batch_size, torch.Generator().manual_seed(seed))
-    noise_rng = torch.Generator().manual_seed(seed + 1)
-    fixed_noise = torch.randn(N_FIXED_NOISE, settings.z_dim, generator=torch.Generator().manual_seed(seed + 2))
-    loss = loss_for(name, settings)
-    identity = {
-        "gan": name,
-        "generator_args": generator.constructor_args(),
-        "n_train": len(train),
-        "batch_size": batch_size,
-        "z_dim": settings.z_dim,
-    }
+    unit = ResumableUnit(out_dir, _run_settings(name, train, profile, batch_size, seed), state_name=CHECKPOINT_NAME,
+                         history_name=LOSSES_NAME, owned=[SAMPLES_DIR])
+    unit.open(fresh=not resume)
+    gan = _Gan.create(name, profile, len(train), batch_size, seed, device)
     step, seconds_before, history = 0, 0.0, []
-
-    ckpt_path = out_dir / CHECKPOINT_NAME
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location="cpu")  # RNG states must stay CPU tensors
-        _check_same_run(ckpt_path, state, identity)
-        generator.load_state_dict(state["generator"])
-        critic.load_state_dict(state["critic"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        stream.load_state_dict(state["data"])
-        noise_rng.set_state(state["noise_rng"])
-        fixed_noise = state["fixed_noise"].cpu()
-        set_rng_state(state["rng"])
-        step, seconds_before = int(state["step"]), float(state["seconds"])
-        history = _rows_from_columns(state["history"])
-
+    state = unit.load_state(lambda s: int(s.get("step", -1)) <= total_steps)
+    if state is not None:
+        gan.restore(state)
+        step, seconds_before, history = int(state["step"]), float(state["seconds"]), _rows_from_columns(state["history"])
     steps_at_start = step
-    data = gan_tensor(train)  # stays on the CPU; batches move to the device
-    bar = tqdm(total=total_steps, initial=step, desc=name, disable=not progress, mininterval=1.0, leave=False)
 
     def save(at_step: int) -> None:
-        _write_losses(out_dir, history)
-        save_checkpoint(ckpt_path, {
-            "format": CHECKPOINT_FORMAT,
-            **identity,
-            "profile": profile.name,
-            "seed": seed,
-            "settings": dataclasses.asdict(settings),
-            "label_threshold": float(profile.gan.label_threshold),
-            "generator": generator.state_dict(),
-            "critic": critic.state_dict(),
-            "opt_g": opt_g.state_dict(),
-            "opt_d": opt_d.state_dict(),
-            "step": at_step,
-            "total_steps": total_steps,
-            "data": stream.state_dict(),
-            "noise_rng": noise_rng.get_state(),
-            "rng": get_rng_state(),
-            "fixed_noise": fixed_noise,
-            "history": _columns_from_rows(history),
-            "seconds": seconds_before + time.perf_counter() - started,
+        unit.write_history(_history_frame(history))
+        unit.save_state({
+            "format": CHECKPOINT_FORMAT, "gan": name, "generator_args": gan.generator.constructor_args(),
+            "n_train": len(train), "batch_size": batch_size, "z_dim": gan.settings.z_dim, "profile": profile.name,
+            "seed": seed, "settings": dataclasses.asdict(gan.settings),
+            "label_threshold": float(profile.gan.label_threshold), "step": at_step, "total_steps": total_steps,
+            "history": _columns_from_rows(history), "seconds": seconds_before + time.perf_counter() - started, **gan.state(),
         })
 
-    def noise(n: int) -> torch.Tensor:
-        return torch.randn(n, settings.z_dim, generator=noise_rng).to(device)
+    step = _train_steps(gan, gan_tensor(train), profile, unit, history, step, stop_at, total_steps, save, progress)
+    if not unit.state_file.exists():  # nothing trained and nothing saved yet (stop_after_steps=0)
+        save(step)
+    if step >= total_steps:
+        unit.finish({"steps": step, "seconds": round(seconds_before + time.perf_counter() - started, 1)})
+    this_call = time.perf_counter() - started
+    return GanTrainResult(
+        checkpoint=unit.state_file, history=_history_frame(history),
+        seconds=seconds_before + (this_call if step > steps_at_start else 0.0),
+        steps=step, total_steps=total_steps, seconds_this_call=this_call, out_dir=unit.folder,
+    )
 
-    generator.train()
-    critic.train()
+
+def _train_steps(gan: _Gan, data: torch.Tensor, profile: Profile, unit: ResumableUnit, history: list[dict[str, float]],
+                 step: int, stop_at: int, total_steps: int, save: Any, progress: bool) -> int:
+    """Generator steps from ``step`` to ``stop_at`` (:func:`~tofmra_utils.gan.step.gan_step`), with
+    the log row, a NaN guard, sample grids and checkpoints; returns the step reached."""
+    def next_real() -> torch.Tensor:  # data stays on the CPU; batches move to the device
+        return data[gan.stream.next()].to(gan.device, non_blocking=True)
+
+    bar = tqdm(total=total_steps, initial=step, desc=gan.name, disable=not progress, mininterval=1.0, leave=False)
+    gan.generator.train()
+    gan.critic.train()
     while step < stop_at:
-        critic_stats: list[dict[str, float]] = []
-        for _ in range(settings.n_critic):
-            real = data[stream.next()].to(device, non_blocking=True)
-            with torch.no_grad():
-                fake = generator(noise(batch_size))
-            d_loss, stats = loss.critic_loss(critic, real, fake, rng=noise_rng)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            critic_stats.append(stats)
-
-        critic.requires_grad_(False)  # the generator step needs gradients through, not of, the critic
-        g_loss, g_stats = loss.generator_loss(critic, generator(noise(batch_size)), real)
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        critic.requires_grad_(True)
-
+        stats = gan_step(gan.generator, gan.critic, gan.opt_g, gan.opt_d, gan.loss, next_real, gan.noise,
+                         gan.settings.n_critic, rng=gan.noise_rng)
         step += 1
-        row = {c: math.nan for c in HISTORY_COLUMNS}
-        row.update({k: float(np.mean([s[k] for s in critic_stats])) for k in critic_stats[0]})
-        row.update(g_stats)
-        row.update(step=step, epoch=stream.epoch)
+        row = {c: math.nan for c in HISTORY_COLUMNS} | stats | {"step": step, "epoch": gan.stream.epoch}
         history.append(row)
         if not (math.isfinite(row["d_loss"]) and math.isfinite(row["g_loss"])):
-            _write_losses(out_dir, history)  # for diagnosis; the last good checkpoint stays as it is
+            unit.write_history(_history_frame(history))  # for diagnosis; the last good checkpoint stays as it is
             raise FloatingPointError(
-                f"{name}: losses became {row['d_loss']} / {row['g_loss']} at step {step}; see {out_dir / LOSSES_NAME}"
+                f"{gan.name}: losses became {row['d_loss']} / {row['g_loss']} at step {step}; see {unit.history_file}"
             )
         bar.update(1)
         bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", refresh=False)
-
         if step % profile.gan.sample_every == 0 or step == total_steps:
-            save_sample_grid(generator, fixed_noise, out_dir / SAMPLES_DIR / f"step_{step:06d}.png",
+            save_sample_grid(gan.generator, gan.fixed_noise, unit.folder / SAMPLES_DIR / f"step_{step:06d}.png",
                              threshold=profile.gan.label_threshold)
         if step % profile.gan.checkpoint_every == 0 or step == stop_at:
             save(step)
     bar.close()
-    if not ckpt_path.exists():  # nothing trained and nothing saved yet (stop_after_steps=0)
-        save(step)
-    this_call = time.perf_counter() - started
-    trained_now = step > steps_at_start
-    return GanTrainResult(
-        checkpoint=ckpt_path,
-        history=_history_frame(history),
-        seconds=seconds_before + (this_call if trained_now else 0.0),
-        steps=step,
-        total_steps=total_steps,
-        seconds_this_call=this_call,
-        out_dir=out_dir,
-    )
+    return step
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -364,7 +348,7 @@ def save_sample_grid(
     device = next(generator.parameters()).device
     out = generator(noise.to(device)).float().cpu().numpy()
     generator.train(was_training)
-    labels = ((out[:, 1] + 1.0) / 2.0 > threshold).astype(np.uint8)
+    labels = decode_label(out[:, 1], threshold).astype(np.uint8)
     mosaic = sample_mosaic(out[:, 0], labels, ncols=ncols, scale=scale)
     import matplotlib.image
 
@@ -393,19 +377,6 @@ def sample_mosaic(images: np.ndarray, labels: np.ndarray, ncols: int = 8, scale:
     return np.kron(mosaic, np.ones((scale, scale, 1), dtype=np.float32)) if scale > 1 else mosaic
 
 
-def _check_same_run(path: Path, state: dict[str, Any], identity: dict[str, Any]) -> None:
-    """Refuse to resume a checkpoint made for another GAN, architecture or data set size."""
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(path, "not a tofmra GAN checkpoint")
-    for key, wanted in identity.items():
-        if state.get(key) != wanted:
-            raise DataError(
-                path,
-                f"was trained with {key}={state.get(key)!r}, this run asks for {wanted!r}; "
-                "use another folder or resume=False to start over",
-            )
-
-
 def _columns_from_rows(rows: list[dict[str, float]]) -> dict[str, torch.Tensor]:
     """History as one float64 tensor per column (compact, weights_only-safe)."""
     return {c: torch.tensor([r[c] for r in rows], dtype=torch.float64) for c in HISTORY_COLUMNS}
@@ -420,11 +391,3 @@ def _history_frame(rows: list[dict[str, float]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
     frame["step"] = frame["step"].astype(int)
     return frame
-
-
-def _write_losses(out_dir: Path, rows: list[dict[str, float]]) -> Path:
-    path = out_dir / LOSSES_NAME
-    with atomic_path(path) as tmp:
-        _history_frame(rows).to_csv(tmp, index=False)
-    return path
-

@@ -22,9 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..conventions import dice
 from ..io import DataError
 from ..patchset import PatchSet
 from ..profiles import GAN_NAMES, Profile
+from ..study import STUDY_GAN_ORDER, STUDY_RESULTS
 from ..runs import RunPaths
 from .infer import evaluate_subjects
 from .train import default_val_every, load_unet, plan_steps, predict_patches, train_unet
@@ -32,7 +34,6 @@ from .train import default_val_every, load_unet, plan_steps, predict_patches, tr
 __all__ = [
     "GAN_NOTEBOOKS",
     "MODEL_LABELS",
-    "STUDY_RESULTS",
     "TrainedUnet",
     "load_synthetic_sets",
     "train_models",
@@ -41,18 +42,13 @@ __all__ = [
     "ranking_sentence",
     "training_set_diagnostics",
     "gap_diagnosis",
+    "record_and_check",
 ]
 
 #: The notebook that writes each GAN's synthetic set.
 GAN_NOTEBOOKS: dict[str, str] = {"dcgan": "02_dcgan", "wgan_gp": "03_wgan_gp", "wgan_gp_sn": "04_wgan_gp_sn"}
 #: Display names in tables and figures.
 MODEL_LABELS: dict[str, str] = {"real": "real", "dcgan": "DCGAN", "wgan_gp": "WGAN-GP", "wgan_gp_sn": "WGAN-GP-SN"}
-#: The study's test-set means (Kossen et al. 2021, journal version; 95HD in EvaluateSegmentation's
-#: voxel units). The journal reports no DCGAN/WGAN-GP U-net numbers in its headline table.
-STUDY_RESULTS: dict[str, dict[str, float]] = {
-    "real": {"dsc": 0.89, "hd95": 26.57},
-    "wgan_gp_sn": {"dsc": 0.85, "hd95": 30.00},
-}
 
 
 @dataclass
@@ -143,7 +139,8 @@ def _mean_sd(values: pd.Series, digits: int) -> str:
 def summary_table(per_patient: pd.DataFrame, models: Mapping[str, TrainedUnet] | None = None) -> pd.DataFrame:
     """The study's table: one row per model, mean ± sd over test patients, study numbers beside.
 
-    Columns: ``model``, ``trained on (patches)``, ``DSC``, ``95HD (mm)`` (standard, medpy
+    Columns: ``model`` (key: ``real``, ``dcgan``, ...), ``label`` (display name), ``trained on
+    (patches)``, ``DSC``, ``95HD (mm)`` (standard, medpy
     definition), ``95HD (voxels, study variant)``, ``study DSC``, ``study 95HD (tool units)``, the
     numeric means ``dsc_mean``, ``hd95_mm_mean``, ``hd95_study_mean``, ``dsc_sd`` (sample sd over
     the test patients) and the undefined-distance
@@ -153,7 +150,8 @@ def summary_table(per_patient: pd.DataFrame, models: Mapping[str, TrainedUnet] |
     for name, grp in per_patient.groupby("model", sort=False):
         study = STUDY_RESULTS.get(name, {})
         rows.append({
-            "model": MODEL_LABELS.get(name, name),
+            "model": name,
+            "label": MODEL_LABELS.get(name, name),
             "trained on (patches)": models[name].n_train if models and name in models else np.nan,
             "DSC": _mean_sd(grp["dsc"], 3),
             "95HD (mm)": _mean_sd(grp["hd95_mm"], 2),
@@ -173,16 +171,16 @@ def summary_table(per_patient: pd.DataFrame, models: Mapping[str, TrainedUnet] |
 def ranking_sentence(summary: pd.DataFrame) -> str:
     """A sentence stating the ranking by mean DSC and how far the best GAN is from real data."""
     ranked = summary.sort_values("dsc_mean", ascending=False)
-    order = ", ".join(f"{r.model} ({r.dsc_mean:.3f})" for r in ranked.itertuples())
+    order = ", ".join(f"{r.label} ({r.dsc_mean:.3f})" for r in ranked.itertuples())
     text = f"Ranking by mean test DSC: {order}."
-    real = summary[summary["model"] == MODEL_LABELS["real"]]
-    gans = ranked[ranked["model"] != MODEL_LABELS["real"]]
+    real = summary[summary["model"] == "real"]
+    gans = ranked[ranked["model"] != "real"]
     if len(real) and len(gans):
         best = gans.iloc[0]
         gap = float(real["dsc_mean"].iloc[0] - best["dsc_mean"])
-        text += (f" The best synthetic-data U-net ({best['model']}) is {abs(gap):.3f} DSC "
+        text += (f" The best synthetic-data U-net ({best['label']}) is {abs(gap):.3f} DSC "
                  f"{'below' if gap >= 0 else 'above'} the real-data U-net (study: WGAN-GP-SN 0.04 below real).")
-        study_order = ["WGAN-GP-SN", "WGAN-GP", "DCGAN"]
+        study_order = list(STUDY_GAN_ORDER)
         ours = [m for m in gans["model"] if m in study_order]
         same = ours == [m for m in study_order if m in ours]
         text += (" The GAN order matches the study's (WGAN-GP-SN > WGAN-GP > DCGAN)." if same else
@@ -211,15 +209,15 @@ def training_set_diagnostics(
         pred = predict_patches(model, sub.image, info["norm_mean"], info["norm_std"], device=device) >= 0.5
         inside = float(sub.image[lab].mean()) if lab.any() else np.nan
         outside = float(sub.image[~lab].mean()) if (~lab).any() else np.nan
-        inter, total = int((pred & lab).sum()), int(pred.sum() + lab.sum())
         rows.append({
-            "set": MODEL_LABELS.get(name, name),
+            "set": name,
+            "label": MODEL_LABELS.get(name, name),
             "patches": len(ps),
             "vessel fraction": round(float(lab.mean()), 4),
             "patches without vessel": round(float((~lab.any(axis=(1, 2))).mean()), 3),
             "intensity inside label": round(inside, 3),
             "intensity outside label": round(outside, 3),
-            "Dice(real-trained U-net, label)": round(1.0 if total == 0 else 2 * inter / total, 3),
+            "Dice(real-trained U-net, label)": round(dice(pred, lab), 3),
         })
     return pd.DataFrame(rows)
 
@@ -243,21 +241,21 @@ def gap_diagnosis(summary: pd.DataFrame, diagnostics: pd.DataFrame) -> str:
     Parameters
     ----------
     summary
-        :func:`summary_table` output (``model``, ``dsc_mean``).
+        :func:`summary_table` output (``model`` keys, ``dsc_mean``).
     diagnostics
-        :func:`training_set_diagnostics` output, with a ``real`` row.
+        :func:`training_set_diagnostics` output (``set`` keys), with a ``real`` row.
 
     Returns
     -------
     str: one or two sentences.
     """
-    real_label = MODEL_LABELS["real"]
     by_model = summary.set_index("model")["dsc_mean"]
-    gans = by_model.drop(real_label, errors="ignore").sort_values(ascending=False)
-    if real_label not in by_model or gans.empty:
+    gans = by_model.drop("real", errors="ignore").sort_values(ascending=False)
+    if "real" not in by_model or gans.empty:
         return "No real-vs-synthetic comparison in this run."
-    best = str(gans.index[0])
-    gap = float(by_model[real_label] - gans.iloc[0])
+    best_key = str(gans.index[0])
+    best = MODEL_LABELS.get(best_key, best_key)
+    gap = float(by_model["real"] - gans.iloc[0])
     if gap < 0:
         return (f"The best synthetic-data U-net ({best}) scores {-gap:.3f} DSC above the real-data U-net: no gap "
                 f"to explain (after very short training, as in the smoke profile, such an order is noise).")
@@ -265,7 +263,7 @@ def gap_diagnosis(summary: pd.DataFrame, diagnostics: pd.DataFrame) -> str:
         return (f"The best synthetic-data U-net ({best}) is within {CLOSE_GAP} DSC of the real-data U-net "
                 f"(gap {gap:.3f}): its pairs carry what the real pairs carry, as in the study.")
     d = diagnostics.set_index("set")
-    real, syn = d.loc[real_label], d.loc[best]
+    real, syn = d.loc["real"], d.loc[best_key]
     agree_key = "Dice(real-trained U-net, label)"
     causes = []
     agree_drop = float(real[agree_key] - syn[agree_key])
@@ -287,3 +285,46 @@ def gap_diagnosis(summary: pd.DataFrame, diagnostics: pd.DataFrame) -> str:
         return head + (" Its labels, vessel fraction and contrast look like the real pairs', so the gap lies in "
                        "what the checks here do not see (vessel shapes, variety); try a longer GAN training.")
     return head + " In its training pairs, " + "; ".join(causes) + "."
+
+
+def record_and_check(
+    ctx: Any, models: Mapping[str, TrainedUnet], per_patient: pd.DataFrame, summary: pd.DataFrame, steps: int,
+    n_test: int, eval_mode: str, ranking: str, diagnosis: str, compared: tuple[str, pd.DataFrame] | None = None,
+) -> dict[str, Any]:
+    """Record notebook 05's key results for ``summary.json`` and check the experiment did what it claims.
+
+    Records, per model key: ``dsc_<key>``, ``dsc_sd_<key>`` (sd over test patients),
+    ``hd95_mm_<key>``, ``hd95_study_<key>``, ``train_seconds_<key>``, ``best_val_dice_<key>``
+    (and ``dsc_<key>_<mode>`` for the ``compared`` inference mode). Checks (``AssertionError``):
+    the four U-nets exist with the same budget and were scored on every test patient, DSC in
+    [0, 1], a distance is undefined only for an empty prediction, and beyond ``smoke`` no U-net
+    predicts an empty volume and the real-data U-net really segments vessels (DSC > 0.5).
+    """
+    by_model = summary.set_index("model")
+    values = {f"{metric}_{key}": round(float(by_model.loc[key, column]), digits)
+              for metric, column, digits in (("dsc", "dsc_mean", 4), ("dsc_sd", "dsc_sd", 4),
+                                             ("hd95_mm", "hd95_mm_mean", 3), ("hd95_study", "hd95_study_mean", 3))
+              for key in models}
+    recorded = ctx.record(
+        steps=int(steps), eval_mode=eval_mode, n_test=int(n_test), ranking=ranking, gap_diagnosis=diagnosis, **values,
+        **{f"train_seconds_{k}": round(m.seconds, 1) for k, m in models.items()},
+        **{f"best_val_dice_{k}": round(float(m.best_val_dice), 4) for k, m in models.items()},
+    )
+    if compared is not None:
+        mode, other = compared
+        alt = other.set_index("model")
+        recorded = ctx.record(compare_mode=mode, **{f"dsc_{k}_{mode}": round(float(alt.loc[k, "dsc_mean"]), 4) for k in models})
+    assert set(models) == {"real", *GAN_NAMES}
+    assert all(len(m.history) == steps for m in models.values()), "every U-net must get the same budget"
+    counts = per_patient.groupby("model")["subject"].nunique()
+    assert len(counts) == 4 and (counts == n_test).all(), counts
+    assert per_patient["dsc"].between(0, 1).all()
+    undefined = per_patient["hd95_mm"].isna() | per_patient["hd95_study"].isna()
+    assert (per_patient.loc[undefined, "dsc"] == 0).all(), "a distance may be undefined only for an empty prediction"
+    assert np.isfinite(per_patient.loc[~undefined, ["hd95_mm", "hd95_study"]].to_numpy()).all()
+    if ctx.profile.name != "smoke":  # an empty prediction is a failed training run, not a result
+        empty = per_patient[undefined]
+        assert empty.empty, "empty predictions: " + ", ".join(f"{r.model} on {r.subject}" for r in empty.itertuples())
+    min_real_dsc = 0.5 if ctx.profile.name != "smoke" else 0.0
+    assert by_model.loc["real", "dsc_mean"] > min_real_dsc, by_model.loc["real", "dsc_mean"]
+    return recorded

@@ -12,7 +12,7 @@ The U-net sees 2D axial patches during training, so a volume is segmented slice 
     borders, where the U-net sees least context, count least.
 
 Each tile is normalized exactly like a training patch: min-max to [-1, 1] on its own
-(:func:`tofmra_utils.patches.normalize_patch`), then z-scored with the training set's mean and
+(:func:`tofmra_utils.conventions.normalize_patch`), then z-scored with the training set's mean and
 standard deviation stored in the checkpoint's ``info``. Tiles without any brain voxel are
 skipped; the probability outside the brain mask is 0. Tiles go through the network in batches,
 so memory stays bounded for any volume size.
@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..conventions import normalize_patch, zscore
 from ..io import DataError, check_same_geometry, load_volume, save_volume
 from .model import UNet, check_patch_size
 from .train import load_unet
@@ -151,8 +152,6 @@ def predict_volume(
     -------
     (X, Y, Z) float32 probabilities in [0, 1], exactly 0 outside the mask.
     """
-    from ..patches import normalize_patch  # the training patches' scaling (data helper's module)
-
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
         raise ValueError(f"expected an (X, Y, Z) volume, got shape {image.shape}")
@@ -184,7 +183,7 @@ def predict_volume(
     for i in range(0, len(positions), batch_size):
         batch = positions[i : i + batch_size]
         tiles = np.stack([img[x : x + t, y : y + t, z] for x, y, z in batch])
-        tiles = (normalize_patch(tiles).astype(np.float32) - mean) / std
+        tiles = zscore(normalize_patch(tiles), mean, std)
         out = model(torch.from_numpy(tiles).unsqueeze(1).to(device))[:, 0].float().cpu().numpy()
         for (x, y, z), p in zip(batch, out):
             acc[x : x + t, y : y + t, z] += p * w
@@ -222,7 +221,7 @@ def segment_file(
         Output NIfTI; written atomically with the image's affine and header (units, descriptions).
     mask_path
         Brain mask with the image's geometry; computed with
-        :func:`tofmra_utils.patches.compute_brain_mask` when not given.
+        :func:`tofmra_utils.data.compute_brain_mask` when not given.
     mode, overlap, batch_size
         See :func:`predict_volume`.
     threshold
@@ -237,7 +236,7 @@ def segment_file(
     """
     import nibabel as nib
 
-    from ..patches import compute_brain_mask
+    from ..data import compute_brain_mask
 
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
@@ -286,7 +285,7 @@ def evaluate_subjects(
     Parameters
     ----------
     dataset
-        A :class:`tofmra_utils.patches.SiteDataset`.
+        A :class:`tofmra_utils.data.SiteDataset`.
     split
         Which subjects (``"test"`` for the study's table).
 

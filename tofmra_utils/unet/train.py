@@ -11,7 +11,8 @@ What :func:`train_unet` does, in the study's terms (Kossen et al. 2021, Livne et
   intensities onto the distribution the pretrained encoder saw). The pretrained model's values
   are kept in ``info["init_norm"]`` for reference.
 * **Loss.** Negative soft Dice with smoothing 1 over the whole batch (Keras style):
-  ``-(2 sum(p t) + 1) / (sum(p) + sum(t) + 1)``.
+  ``-(2 sum(p t) + 1) / (sum(p) + sum(t) + 1)``; one step is
+  :func:`~tofmra_utils.unet.step.unet_step`.
 * **Optimizer.** Adam (``lr`` from the config unless overridden), default betas.
 * **Budget.** ``config.epochs`` passes over the training patches, capped at ``config.max_steps``
   when set; an explicit ``max_steps`` argument sets the exact number of optimizer steps (the
@@ -20,21 +21,22 @@ What :func:`train_unet` does, in the study's terms (Kossen et al. 2021, Livne et
 * **Model selection.** Every ``val_every`` steps (and at the last step) the hard Dice
   (threshold 0.5) over all validation pixels is computed; the weights with the best value are
   ``best.pt``. Without a validation set ``best.pt`` holds the final weights.
-* **Resume.** ``train_state.pt`` (model, optimizer, step, RNG states, the data-order
-  ``torch.Generator`` and the current epoch's permutation, history, best weights) is written
-  atomically every ``val_every`` steps and at the end. A later call with the same settings
-  (data, architecture, seed, learning rate, batch size, initialization, freezing, validation
-  schedule) continues from it; the step budget may grow. Different settings start afresh. On
-  CPU an interrupted-and-resumed run equals an uninterrupted one bit for bit.
+* **Resume.** The folder is a :class:`~tofmra_utils.resumable.ResumableUnit`:
+  ``train_state.pt`` (model, optimizer, step, RNG states, the data-order
+  :class:`~tofmra_utils.batches.BatchStream`, history, best weights) is written atomically
+  every ``val_every`` steps and at the end. A later call with the same settings (data,
+  architecture, initialization scheme, seed, learning rate, batch size, pretrained weights,
+  freezing, validation schedule) continues from it; the step budget may grow. Other settings
+  start afresh, saying what changed. On CPU an interrupted-and-resumed run equals an
+  uninterrupted one bit for bit.
 
-Files in ``out_dir``: ``train_state.pt``, ``best.pt`` (``{"model", "info"}``, what
-:func:`load_unet` reads), ``best.json`` (its ``info``), ``history.csv`` (step, train_loss,
-val_dice; ``val_dice`` empty between evaluations).
+Files in ``out_dir``: ``run.json`` (settings and status), ``train_state.pt``, ``best.pt``
+(``{"model", "info"}``, what :func:`load_unet` reads), ``best.json`` (its ``info``),
+``history.csv`` (step, train_loss, val_dice; ``val_dice`` empty between evaluations).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -47,20 +49,21 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import file_sha256, load_checkpoint, save_checkpoint, strip_module_prefix
-from ..io import DataError, atomic_path, write_json
+from ..batches import BatchStream
+from ..checkpoint import load_checkpoint, save_checkpoint, strip_module_prefix
+from ..conventions import dice, file_hash, normalization_stats, zscore
+from ..io import DataError, write_json
 from ..patchset import PatchSet
 from ..profiles import UnetConfig
+from ..resumable import ResumableUnit, array_digest
 from ..seeding import default_device, get_rng_state, set_rng_state
 from .model import UNet, check_patch_size
+from .step import unet_step
 
 __all__ = [
     "UnetTrainResult",
     "train_unet",
     "load_unet",
-    "soft_dice_loss",
-    "hard_dice",
-    "normalization_stats",
     "plan_steps",
     "default_val_every",
     "predict_patches",
@@ -99,39 +102,10 @@ class UnetTrainResult:
     seconds: float
 
 
-# ----------------------------------------------------------------------------- losses and metrics
-def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """Negative soft Dice over the whole batch (scalar in [-1, 0)).
-
-    Parameters
-    ----------
-    prob
-        (B, 1, H, W) probabilities.
-    target
-        (B, 1, H, W) 0/1 labels (float).
-    """
-    inter = (prob * target).sum()
-    return -(2.0 * inter + smooth) / (prob.sum() + target.sum() + smooth)
-
-
-def hard_dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two binary arrays pooled over all pixels; 1.0 when both are empty."""
-    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
-    denom = int(pred.sum()) + int(truth.sum())
-    return 1.0 if denom == 0 else 2.0 * int((pred & truth).sum()) / denom
-
-
-def normalization_stats(images: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation of all training pixels (float64 sums; std floored at 1e-6)."""
-    x = np.asarray(images, dtype=np.float64)
-    mean = float(x.mean())
-    std = float(x.std())
-    return mean, max(std, 1e-6)
-
-
+# ----------------------------------------------------------------------------- data
 def _zscore(images: np.ndarray, mean: float, std: float) -> torch.Tensor:
-    """(N, H, W) -> (N, 1, H, W) float32 tensor ``(x - mean) / std``."""
-    return torch.from_numpy(((np.asarray(images, np.float32) - mean) / std).astype(np.float32)).unsqueeze(1)
+    """(N, H, W) -> (N, 1, H, W) float32 tensor, z-scored (:func:`~tofmra_utils.conventions.zscore`)."""
+    return torch.from_numpy(zscore(images, mean, std)).unsqueeze(1)
 
 
 @torch.no_grad()
@@ -167,15 +141,6 @@ def default_val_every(total_steps: int, steps_per_epoch: int) -> int:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _digest(*arrays: np.ndarray) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(str((a.dtype.str, a.shape)).encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
-
-
 def _info(model: UNet, patch_size: int, mean: float, std: float, **extra: Any) -> dict[str, Any]:
     return {"format": FORMAT, **model.architecture(), "patch_size": int(patch_size), "norm_mean": float(mean),
             "norm_std": float(std), **extra}
@@ -226,20 +191,109 @@ def _freeze(modules: list[torch.nn.Module]) -> None:
             p.requires_grad_(False)
 
 
-def _write_history(out_dir: Path, history: dict[str, list[float]]) -> pd.DataFrame:
-    df = pd.DataFrame({"step": np.asarray(history["step"], dtype=np.int64),
-                       "train_loss": np.asarray(history["train_loss"], dtype=np.float64),
-                       "val_dice": np.asarray(history["val_dice"], dtype=np.float64)})
-    with atomic_path(out_dir / HISTORY) as tmp:
-        df.to_csv(tmp, index=False)
-    return df
-
-
 def _cpu_state(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in state_dict.items()}
 
 
 # ----------------------------------------------------------------------------- training
+@dataclass
+class _Plan:
+    """Everything a training run is made of, resolved from the arguments and the config."""
+
+    lr: float
+    batch_size: int
+    total: int
+    val_every: int
+    device: torch.device
+    init_path: Path | None
+    mean: float
+    std: float
+
+
+def _plan(train: PatchSet, val: PatchSet | None, config: UnetConfig, device: Any, init_checkpoint: Any,
+          max_steps: int | None, lr: float | None, batch_size: int | None, val_every: int | None) -> _Plan:
+    if len(train) == 0:
+        raise ValueError("the training patch set is empty")
+    check_patch_size(train.patch_size, config.depth)
+    if val is not None and len(val) and val.patch_size != train.patch_size:
+        raise ValueError(f"validation patches are {val.patch_size} px, training patches {train.patch_size} px")
+    batch_size = int(config.batch_size if batch_size is None else batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    total = plan_steps(len(train), config, batch_size, max_steps)
+    mean, std = normalization_stats(train.image)
+    return _Plan(
+        lr=float(config.lr if lr is None else lr), batch_size=batch_size, total=total,
+        val_every=int(val_every or default_val_every(total, math.ceil(len(train) / batch_size))),
+        device=torch.device(device) if device is not None else default_device(),
+        init_path=Path(init_checkpoint) if init_checkpoint is not None else None, mean=mean, std=std,
+    )
+
+
+def _settings(train: PatchSet, val: PatchSet | None, config: UnetConfig, plan: _Plan, seed: int,
+              freeze_encoder: bool) -> dict[str, Any]:
+    """What a stored run must match to be resumed (the step budget may grow)."""
+    return {
+        "train": array_digest(train.image, train.label), "val": None if val is None else array_digest(val.image, val.label),
+        "in_channels": 1, "base_width": config.base_width, "depth": config.depth, "dropout": float(config.dropout),
+        "weight_init": config.weight_init, "max_grad_norm": config.max_grad_norm, "seed": int(seed), "lr": plan.lr, "batch_size": plan.batch_size,
+        "val_every": plan.val_every, "freeze_encoder": bool(freeze_encoder),
+        "init_checkpoint": None if plan.init_path is None else file_hash(plan.init_path),
+    }
+
+
+def _build(config: UnetConfig, plan: _Plan, seed: int, freeze_encoder: bool) -> tuple[UNet, torch.optim.Adam, Any]:
+    """Model (initialized from the seed, or from ``plan.init_path``), its optimizer, the init model's z-score."""
+    torch.manual_seed(seed)  # initialization uses the global torch RNG
+    model = UNet(1, config.base_width, config.depth, config.dropout, config.weight_init)
+    init_norm = None
+    if plan.init_path is not None:
+        init_info = _load_init_weights(model, plan.init_path)
+        init_norm = [init_info.get("norm_mean"), init_info.get("norm_std")]
+    if freeze_encoder:
+        _freeze(model.encoder_modules())
+    model.to(plan.device).train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=plan.lr)
+    return model, optimizer, init_norm
+
+
+class _Progress:
+    """The mutable part of a run: step, history, best weights, batches; what the state file holds."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        # a batch larger than the data set is the whole set, reshuffled every step
+        self.batches = BatchStream(n, min(batch_size, n), torch.Generator().manual_seed(int(seed)), drop_last=False)
+        self.step, self.seconds = 0, 0.0
+        self.history: dict[str, list[float]] = {"step": [], "train_loss": [], "val_dice": []}
+        self.best: dict[str, Any] = {"dice": None, "step": 0, "weights": None}
+
+    def log(self, loss: float) -> None:
+        self.step += 1
+        for key, value in (("step", self.step), ("train_loss", loss), ("val_dice", float("nan"))):
+            self.history[key].append(value)
+
+    def validated(self, dice_value: float, model: UNet) -> None:
+        self.history["val_dice"][-1] = dice_value
+        if self.best["dice"] is None or dice_value > self.best["dice"]:
+            self.best = {"dice": dice_value, "step": self.step, "weights": _cpu_state(model.state_dict())}
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"step": np.asarray(self.history["step"], dtype=np.int64),
+                             "train_loss": np.asarray(self.history["train_loss"], dtype=np.float64),
+                             "val_dice": np.asarray(self.history["val_dice"], dtype=np.float64)})
+
+    def state(self) -> dict[str, Any]:
+        return {"step": self.step, "seconds": self.seconds, "batches": self.batches.state_dict(),
+                "history": self.history, "best_dice": self.best["dice"], "best_step": self.best["step"],
+                "best_model": self.best["weights"]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.batches.load_state_dict(state["batches"])
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.best = {"dice": state["best_dice"], "step": state["best_step"], "weights": state["best_model"]}
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+
+
 def train_unet(
     train: PatchSet,
     val: PatchSet | None,
@@ -262,12 +316,12 @@ def train_unet(
     train
         Training patches (real or synthetic), (N, H, W) with ``H`` a multiple of ``2**config.depth``.
     val
-        Validation patches for model selection (``None``: keep the final weights).
+        Validation patches for model selection (``None`` or empty: keep the final weights).
     config
-        Architecture and schedule (``base_width``, ``depth``, ``dropout``, ``batch_size``,
-        ``epochs``, ``lr``, ``max_steps``, ``inference_batch``).
+        Architecture and schedule (``base_width``, ``depth``, ``dropout``, ``weight_init``,
+        ``batch_size``, ``epochs``, ``lr``, ``max_steps``, ``inference_batch``).
     out_dir
-        Folder for ``train_state.pt``, ``best.pt``, ``best.json``, ``history.csv``.
+        Folder for ``run.json``, ``train_state.pt``, ``best.pt``, ``best.json``, ``history.csv``.
     seed
         Seeds the weight initialization, dropout and the data order.
     device
@@ -288,140 +342,75 @@ def train_unet(
     -------
     UnetTrainResult
     """
-    out_dir = Path(out_dir)
-    if len(train) == 0:
-        raise ValueError("the training patch set is empty")
-    check_patch_size(train.patch_size, config.depth)
-    if val is not None and len(val) and val.patch_size != train.patch_size:
-        raise ValueError(f"validation patches are {val.patch_size} px, training patches {train.patch_size} px")
-    if val is not None and len(val) == 0:
-        val = None
-    lr = float(config.lr if lr is None else lr)
-    batch_size = int(config.batch_size if batch_size is None else batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device) if device is not None else default_device()
-    n = len(train)
-    steps_per_epoch = math.ceil(n / batch_size)
-    total = plan_steps(n, config, batch_size, max_steps)
-    val_every = int(val_every or default_val_every(total, steps_per_epoch))
-    init_path = Path(init_checkpoint) if init_checkpoint is not None else None
-
-    mean, std = normalization_stats(train.image)
-    fingerprint = {
-        "train": _digest(train.image, train.label), "val": None if val is None else _digest(val.image, val.label),
-        "in_channels": 1, "base_width": config.base_width, "depth": config.depth, "dropout": float(config.dropout),
-        "weight_init": config.weight_init, "seed": int(seed), "lr": lr, "batch_size": batch_size, "val_every": val_every,
-        "init_checkpoint": None if init_path is None else file_sha256(init_path),
-        "freeze_encoder": bool(freeze_encoder),
-    }
-
-    # Build the model from the seed (initialization uses the global torch RNG).
-    torch.manual_seed(seed)
-    model = UNet(1, config.base_width, config.depth, config.dropout, config.weight_init)
-    init_norm = None
-    if init_path is not None:
-        init_info = _load_init_weights(model, init_path)
-        init_norm = [init_info.get("norm_mean"), init_info.get("norm_std")]
-    if freeze_encoder:
-        _freeze(model.encoder_modules())
-    model.to(device).train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=lr)
-    order = torch.Generator().manual_seed(int(seed))
-    perm = torch.randperm(n, generator=order)
-    history: dict[str, list[float]] = {"step": [], "train_loss": [], "val_dice": []}
-    best: dict[str, Any] = {"dice": None, "step": 0, "weights": None}
-    step, seconds = 0, 0.0
-    extra_info = {"seed": int(seed), "lr": lr, "batch_size": batch_size, "n_train": n,
+    val = val if val is not None and len(val) else None
+    plan = _plan(train, val, config, device, init_checkpoint, max_steps, lr, batch_size, val_every)
+    unit = ResumableUnit(out_dir, _settings(train, val, config, plan, seed, freeze_encoder),
+                         state_name=TRAIN_STATE, history_name=HISTORY)
+    unit.open()
+    model, optimizer, init_norm = _build(config, plan, seed, freeze_encoder)
+    run = _Progress(len(train), plan.batch_size, seed)
+    extra_info = {"seed": int(seed), "lr": plan.lr, "batch_size": plan.batch_size, "n_train": len(train),
                   "train_source": str(train.meta.get("source", train.meta.get("gan", ""))),
-                  "init_checkpoint": None if init_path is None else str(init_path), "init_norm": init_norm,
+                  "init_checkpoint": None if plan.init_path is None else str(plan.init_path), "init_norm": init_norm,
                   "freeze_encoder": bool(freeze_encoder)}
-
-    state_file = out_dir / TRAIN_STATE
-    resumed = _try_resume(state_file, fingerprint, total)
+    resumed = unit.load_state(lambda state: int(state.get("step", -1)) <= plan.total)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         optimizer.load_state_dict(resumed["optimizer"])
-        order.set_state(resumed["order"])
-        perm = resumed["perm"]
-        history = {k: list(v) for k, v in resumed["history"].items()}
-        best = {"dice": resumed["best_dice"], "step": resumed["best_step"], "weights": resumed["best_model"]}
-        step, seconds = int(resumed["step"]), float(resumed["seconds"])
+        run.restore(resumed)
         set_rng_state(resumed["rng"])
     else:
         torch.manual_seed(seed)  # the same dropout stream whether or not init weights were loaded
 
-    x_train = _zscore(train.image, mean, std)
-    y_train = torch.from_numpy(train.label.astype(np.float32)).unsqueeze(1)
-
     def save_state() -> None:
-        info = _info(model, train.patch_size, mean, std, step=step, val_dice=None, **extra_info)
-        save_checkpoint(state_file, {
-            "model": _cpu_state(model.state_dict()), "optimizer": optimizer.state_dict(), "step": step,
-            "seconds": seconds, "rng": get_rng_state(), "order": order.get_state(), "perm": perm,
-            "history": history, "best_dice": best["dice"], "best_step": best["step"], "best_model": best["weights"],
-            "fingerprint": fingerprint, "info": info,
-        })
-        _write_history(out_dir, history)
+        info = _info(model, train.patch_size, plan.mean, plan.std, step=run.step, val_dice=None, **extra_info)
+        unit.save_state({"model": _cpu_state(model.state_dict()), "optimizer": optimizer.state_dict(),
+                         "rng": get_rng_state(), "info": info, **run.state()})
+        unit.write_history(run.frame())
 
-    bar = tqdm(total=total, initial=step, disable=not progress, desc="U-net", leave=False)
+    _train_loop(model, optimizer, train, val, config, plan, run, save_state, progress)
+    if resumed is None and plan.total == 0:
+        save_state()
+    return _select_and_write(unit, model, train.patch_size, plan, run, extra_info)
+
+
+def _train_loop(model: UNet, optimizer: torch.optim.Optimizer, train: PatchSet, val: PatchSet | None,
+                config: UnetConfig, plan: _Plan, run: _Progress, save_state: Any, progress: bool) -> None:
+    """Steps until ``plan.total``: :func:`~tofmra_utils.unet.step.unet_step`, validation, checkpoints."""
+    x_train = _zscore(train.image, plan.mean, plan.std)
+    y_train = torch.from_numpy(train.label.astype(np.float32)).unsqueeze(1)
+    bar = tqdm(total=plan.total, initial=run.step, disable=not progress, desc="U-net", leave=False)
     try:
-        while step < total:
+        while run.step < plan.total:
             started = time.perf_counter()
-            k = step % steps_per_epoch
-            if k == 0 and step > 0:
-                perm = torch.randperm(n, generator=order)
-            idx = perm[k * batch_size : (k + 1) * batch_size]
-            xb, yb = x_train[idx].to(device), y_train[idx].to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = soft_dice_loss(model(xb), yb)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            history["step"].append(step)
-            history["train_loss"].append(float(loss.detach()))
-            history["val_dice"].append(float("nan"))
-            if val is not None and (step % val_every == 0 or step == total):
-                dice = hard_dice(predict_patches(model, val.image, mean, std, config.inference_batch, device) >= 0.5,
-                                 val.label)
-                history["val_dice"][-1] = dice
-                if best["dice"] is None or dice > best["dice"]:
-                    best = {"dice": dice, "step": step, "weights": _cpu_state(model.state_dict())}
-            seconds += time.perf_counter() - started
+            idx = run.batches.next()
+            run.log(unet_step(model, optimizer, x_train[idx].to(plan.device), y_train[idx].to(plan.device),
+                              max_grad_norm=config.max_grad_norm))
+            due = run.step % plan.val_every == 0 or run.step == plan.total
+            if val is not None and due:
+                prob = predict_patches(model, val.image, plan.mean, plan.std, config.inference_batch, plan.device)
+                run.validated(dice(prob >= 0.5, val.label), model)
+            run.seconds += time.perf_counter() - started
             bar.update(1)
-            bar.set_postfix(loss=f"{history['train_loss'][-1]:.3f}")
-            if step % val_every == 0 or step == total:
+            bar.set_postfix(loss=f"{run.history['train_loss'][-1]:.3f}")
+            if due:
                 save_state()
     finally:
         bar.close()
-    if resumed is None and total == 0:
-        save_state()
 
-    # The selected weights: best validation Dice, or the final model without validation.
-    if best["weights"] is not None:
-        weights, sel_step, sel_dice = best["weights"], best["step"], best["dice"]
+
+def _select_and_write(unit: ResumableUnit, model: UNet, patch_size: int, plan: _Plan, run: _Progress,
+                      extra_info: dict[str, Any]) -> UnetTrainResult:
+    """``best.pt``: the best validation Dice's weights, or the final model without validation."""
+    if run.best["weights"] is not None:
+        weights, sel_step, sel_dice = run.best["weights"], run.best["step"], run.best["dice"]
     else:
-        weights, sel_step, sel_dice = _cpu_state(model.state_dict()), step, None
-    info = _info(model, train.patch_size, mean, std, step=sel_step, val_dice=sel_dice, total_steps=total, **extra_info)
-    best_file = save_checkpoint(out_dir / BEST, {"model": weights, "info": info})
-    write_json(out_dir / "best.json", info)
-    df = _write_history(out_dir, history)
-    return UnetTrainResult(checkpoint=best_file, history=df, best_val_dice=best["dice"], seconds=seconds)
-
-
-def _try_resume(state_file: Path, fingerprint: dict[str, Any], total: int) -> dict[str, Any] | None:
-    """The stored training state if it belongs to the same run and has not gone past ``total``.
-
-    Loaded on the CPU (RNG snapshots and the generator must be CPU tensors); ``load_state_dict``
-    moves model and optimizer tensors to the model's device.
-    """
-    if not state_file.exists():
-        return None
-    try:
-        state = load_checkpoint(state_file, map_location="cpu")
-    except DataError:
-        return None  # unreadable leftovers: start afresh (the file is overwritten atomically)
-    if state.get("fingerprint") != fingerprint or int(state.get("step", -1)) > total:
-        return None
-    return state
+        weights, sel_step, sel_dice = _cpu_state(model.state_dict()), run.step, None
+    info = _info(model, patch_size, plan.mean, plan.std, step=sel_step, val_dice=sel_dice, total_steps=plan.total,
+                 **extra_info)
+    best_file = save_checkpoint(unit.folder / BEST, {"model": weights, "info": info})
+    write_json(unit.folder / "best.json", info)
+    df = run.frame()
+    unit.write_history(df)
+    unit.finish({"step": sel_step, "val_dice": sel_dice, "total_steps": plan.total, "seconds": run.seconds})
+    return UnetTrainResult(checkpoint=best_file, history=df, best_val_dice=run.best["dice"], seconds=run.seconds)
