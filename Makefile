@@ -17,7 +17,8 @@ TEST_RUN := runs/test-smoke
 
 help:
 	@echo "make reproduce   run notebooks 01-06 on the phantom (PROFILE=$(PROFILE)) and build the book"
-	@echo "make test        unit tests + every notebook under nbval (smoke profile)"
+	@echo "make test        unit tests + the smoke study through papermill + every notebook under nbval"
+	@echo "make unit        the fast unit tests only (skips tests marked slow)"
 	@echo "make run|book    only the pipeline / only the book (PROFILE=smoke|course|paper)"
 	@echo "make bench       speed benchmarks (print numbers)"
 
@@ -43,7 +44,7 @@ test: $(STAMP)
 	TOFMRA_RUN_DIR=$(CURDIR)/$(TEST_RUN) $(BIN)/python -m pytest
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -m "not slow"
 
 notebooks: $(STAMP)
 	rm -rf $(TEST_RUN)

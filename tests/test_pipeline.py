@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -121,13 +122,17 @@ def test_real_notebooks_declare_the_standard_parameters():
         assert declared["profile"] in ('""', "''"), f"{nb.name}: profile must default to '' (env or course)"
 
 
-def test_smoke_pipeline_and_book_from_executed_notebooks(tmp_path):
+@pytest.mark.slow
+def test_smoke_pipeline_and_book_from_executed_notebooks():
     """The whole study through `tofmra run` (papermill, smoke profile), then the book from the executed copies.
 
-    nbval executes the same notebooks under pytest; this runs them the way `make reproduce` does,
-    with the parameters papermill injects, and checks every chapter of the book carries figures.
+    It runs the notebooks the way `make reproduce` does, with the parameters papermill injects,
+    into the test session's run folder (``$TOFMRA_RUN_DIR``, emptied by `make test`), and checks
+    every chapter of the book carries figures. nbval executes the same notebooks afterwards
+    (pytest collects ``tests`` before ``notebooks``) in the same folder: the GANs, U-nets and
+    transfer runs are finished there, so the smoke study trains once per `make test`.
     """
-    out = tmp_path / "run"
+    out = Path(os.environ["TOFMRA_RUN_DIR"])
     code = main(["run", "--profile", "smoke", "--out", str(out), "--book"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())

@@ -69,7 +69,7 @@ def _cmd_fetch(a: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(a: argparse.Namespace) -> int:
-    from .patches import prepare_dataset
+    from .data import prepare_dataset
     from .profiles import get_profile
 
     ds = prepare_dataset(
@@ -118,6 +118,22 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(a: argparse.Namespace) -> int:
+    from .report import comparison_markdown, load_summary, results_markdown, update_readme
+
+    summary = load_summary(a.run)
+    if a.compare:
+        print(comparison_markdown(summary, load_summary(a.compare), labels=(str(a.run), str(a.compare))))
+        return 0
+    table = results_markdown(summary)
+    if a.readme:
+        update_readme(a.readme, table)
+        print(f"tofmra report: results table of {a.run} written into {a.readme}")
+    else:
+        print(table)
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -145,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads torch uses in every notebook (default: torch's choice, one per core)")
     r.set_defaults(func=_cmd_run)
+
+    rp = sub.add_parser("report", help="headline results of a run (markdown), or two runs side by side")
+    rp.add_argument("--run", required=True, help="run folder holding summary.json")
+    rp.add_argument("--compare", default=None, help="a second run folder: both runs side by side, with spreads")
+    rp.add_argument("--readme", default=None, help="write the table into this file's results block instead")
+    rp.set_defaults(func=_cmd_report)
 
     b = sub.add_parser("book", help="build the Jupyter Book from a run's executed notebooks")
     b.add_argument("--profile", default="course", choices=profiles)

@@ -78,6 +78,21 @@ class NotebookContext:
         write_json(self.paths.results_file(self.name), self.results)
         return dict(self.results)
 
+    def dataset(self, site: str) -> Any:
+        """The site's data set prepared by notebook 01 (a :class:`~tofmra_utils.data.SiteDataset`).
+
+        Raises
+        ------
+        FileNotFoundError
+            Naming the missing ``dataset.json`` and the notebook that writes it.
+        """
+        from .data import load_dataset
+
+        paths = self.paths.site(site)
+        if not paths.dataset_file.exists():
+            raise FileNotFoundError(f"{paths.dataset_file} not found: run notebook 01_data_preparation first")
+        return load_dataset(paths.root)
+
     def recorded(self, notebook: str) -> dict[str, Any]:
         """Key results an earlier notebook recorded (error naming the file if it has not run)."""
         return read_json(self.paths.results_file(notebook))

@@ -208,7 +208,6 @@ def run_pipeline(
     ``failed`` (message or None), and per notebook its status, seconds and key results.
     """
     import papermill
-    from papermill.exceptions import PapermillExecutionError
 
     get_profile(profile)  # fail early on an unknown profile
     paths = RunPaths(Path(out) if out else default_run_dir(profile)).ensure()
@@ -249,9 +248,7 @@ def run_pipeline(
                 str(nb), str(tmp), parameters=plan[nb], cwd=str(nb_dir), kernel_name="python3",
                 progress_bar=False, log_output=False, report_mode=False,
             )
-        except PapermillExecutionError as err:
-            message, info = _failure_message(nb, err, tmp)
-        except Exception as err:  # kernel death, missing kernel, ...
+        except Exception as err:  # a failing cell (PapermillExecutionError), kernel death, missing kernel, ...
             message, info = _failure_message(nb, err, tmp)
         if message is not None:
             # The last good executed copy (if any) stays; the failed one is kept beside it.

@@ -26,6 +26,7 @@ __all__ = [
     "mip_pair",
     "intensity_histograms",
     "loss_curves",
+    "sample_grid_timeline",
     "pipeline_diagram",
     "site_comparison",
     "transfer_curves",
@@ -155,6 +156,23 @@ def intensity_histograms(
     axes[0].legend(fontsize="small")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def sample_grid_timeline(grids: dict[int, str | os.PathLike[str]]) -> Figure:
+    """Saved sample-grid PNGs stacked top to bottom, each titled with its generator step.
+
+    Parameters
+    ----------
+    grids
+        Generator step -> PNG of the fixed-noise samples at that step.
+    """
+    fig, axes = plt.subplots(len(grids), 1, figsize=(8, 2.4 * max(len(grids), 1)), squeeze=False)
+    for ax, (step, path) in zip(axes[:, 0], grids.items()):
+        ax.imshow(plt.imread(path))
+        ax.set_title(f"fixed noise, generator step {step}", fontsize=9)
+        ax.axis("off")
     fig.tight_layout()
     return fig
 

@@ -5,7 +5,7 @@ Notebooks and commands never build these paths by hand; they ask a :class:`RunPa
 ::
 
     runs/<profile>/
-        data/site_A/            prepared data set of site A (see tofmra_utils.patches)
+        data/site_A/            prepared data set of site A (see tofmra_utils.data)
             dataset.json        subjects, their files, the split and the cache key
             images/ labels/ masks/   phantom NIfTI volumes (when the phantom made them)
             patches/train.npz val.npz
@@ -97,6 +97,10 @@ class RunPaths:
 
     def synthetic_file(self, name: str) -> Path:
         return self.synthetic_dir(name) / "patches.npz"
+
+    def datasheet_file(self, name: str) -> Path:
+        """The datasheet of GAN ``name``'s synthetic set."""
+        return self.synthetic_dir(name) / "datasheet.json"
 
     def unet_dir(self, name: str) -> Path:
         return self.root / "unets" / name

@@ -1,0 +1,76 @@
+"""Tables generated from summary.json: headline numbers, two runs side by side, the README block."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tofmra_utils.cli import main
+from tofmra_utils.report import BEGIN, END, comparison_markdown, headlines, results_markdown, update_readme
+
+
+def fake_summary(dsc_real: float = 0.88, gain: float = 0.05) -> dict:
+    return {
+        "profile": "course", "machine": "x86_64, 2 CPU cores", "threads": "2", "total_seconds": 1500.0,
+        "finished": "2026-12-02T01:00:00",
+        "notebooks": {
+            "05_unet_synthetic_vs_real": {"seconds": 377.3, "results": {
+                "n_test": 4, "dsc_real": dsc_real, "dsc_sd_real": 0.01, "dsc_wgan_gp_sn": 0.8, "dsc_sd_wgan_gp_sn": 0.03}},
+            "06_transfer_learning": {"results": {
+                "n_small": 1, "n_large": 10, "n_seeds": 3, "scratch_dsc_small": 0.7, "scratch_dsc_small_sd": 0.04,
+                "synthetic_dsc_small": 0.75, "synthetic_dsc_small_sd": 0.02,
+                "synthetic_gain_dsc_small": gain, "synthetic_gain_dsc_small_sd": 0.03}},
+        },
+    }
+
+
+def test_headlines_carry_value_spread_and_study_constant():
+    rows = {h.quantity: h for h in headlines(fake_summary())}
+    real = rows["U-net trained on real patches: test DSC"]
+    assert (real.value, real.spread, real.over, real.study) == (0.88, 0.01, "sd over 4 test patients", 0.89)
+    scratch = rows["site B, 1 subject, from scratch: test DSC"]
+    assert scratch.study == 0.84 and scratch.over == "sd over 3 seeds"
+    assert "U-net trained on DCGAN synthetic patches: test DSC" not in rows, "no number that the run did not record"
+
+
+def test_results_markdown_names_its_run():
+    text = results_markdown(fake_summary(), commit="abc1234")
+    assert "| U-net trained on real patches: test DSC | 0.880 | ± 0.010 (sd over 4 test patients) | 0.89 |" in text
+    assert "torch threads: 2" in text and "commit abc1234" in text and "25.0 min" in text
+    assert "Wall time per notebook: 05 377 s." in text
+
+
+def test_comparison_says_whether_a_difference_is_within_the_spread():
+    text = comparison_markdown(fake_summary(0.88), fake_summary(0.905, gain=0.02))
+    assert "| U-net trained on real patches: test DSC | 0.880 | 0.905 | +0.025 | 0.010 | no |" in text
+    assert "| site B, 1 subject(s): gain of synthetic pretraining (DSC) | 0.050 | 0.020 | -0.030 | 0.030 | no |" in text
+    assert "| U-net trained on WGAN-GP-SN synthetic patches: test DSC | 0.800 | 0.800 | +0.000 | 0.030 | yes |" in text
+
+
+def test_readme_block_is_replaced_and_the_rest_kept(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{BEGIN}\nold table\n{END}\n\nmore text\n")
+    update_readme(readme, "new table")
+    assert readme.read_text() == f"# title\n\n{BEGIN}\nnew table\n{END}\n\nmore text\n"
+
+
+def test_cli_report_and_its_errors(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps(fake_summary()))
+    assert main(["report", "--run", str(run)]) == 0
+    assert "0.880" in capsys.readouterr().out
+    assert main(["report", "--run", str(tmp_path / "nothing")]) == 2
+    assert "summary.json: no run summary" in capsys.readouterr().err
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    assert main(["report", "--run", str(run), "--readme", str(readme)]) == 2
+    assert "no results block" in capsys.readouterr().err and readme.read_text() == "no markers\n"
+
+
+@pytest.mark.parametrize("missing", ["05_unet_synthetic_vs_real", "06_transfer_learning"])
+def test_a_partial_run_reports_what_it_has(missing):
+    summary = fake_summary()
+    del summary["notebooks"][missing]
+    assert headlines(summary) and all(("site B" in h.quantity) == (missing != "06_transfer_learning") for h in headlines(summary))

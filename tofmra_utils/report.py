@@ -1,0 +1,146 @@
+"""Tables generated from a run's ``summary.json``: the README's results, and two runs side by side.
+
+No number in the README is typed by hand: ``tofmra report --run runs/course --readme README.md``
+rewrites the block between ``<!-- results:begin -->`` and ``<!-- results:end -->`` from the run
+and names the run, its profile, thread count and the commit it came from. ``--compare`` puts a
+second run beside the first and says, per headline number, whether the two differ by less than
+the number's own reported spread (what reproducibility across machines and thread counts means
+here; see the README).
+
+Plain Python (no torch, no pandas), so the command is instant.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .io import DataError, atomic_path, read_json
+from .study import STUDY_RESULTS, STUDY_TL_ONE_PATIENT
+
+__all__ = ["Headline", "headlines", "notebook_times", "results_markdown", "comparison_markdown", "update_readme", "load_summary"]
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+GAN_LABELS = {"dcgan": "DCGAN", "wgan_gp": "WGAN-GP", "wgan_gp_sn": "WGAN-GP-SN"}
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline number of a run: its value, its spread and what the spread is over."""
+
+    quantity: str
+    value: float | None
+    spread: float | None
+    over: str
+    study: float | None = None
+
+
+def load_summary(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``<run_dir>/summary.json`` (a :class:`DataError` naming the file if it is missing)."""
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        raise DataError(path, "no run summary: run `tofmra run` first")
+    return read_json(path)
+
+
+def _results(summary: dict[str, Any], notebook: str) -> dict[str, Any]:
+    return summary.get("notebooks", {}).get(notebook, {}).get("results", {}) or {}
+
+
+def headlines(summary: dict[str, Any]) -> list[Headline]:
+    """The study's headline quantities as this run measured them (missing notebooks give none)."""
+    out: list[Headline] = []
+    unet = _results(summary, "05_unet_synthetic_vs_real")
+    n_test = unet.get("n_test")
+    over_patients = f"sd over {n_test} test patients" if n_test else "sd over test patients"
+    for key, label in (("real", "real patches"), *((k, f"{v} synthetic patches") for k, v in GAN_LABELS.items())):
+        if f"dsc_{key}" in unet:
+            out.append(Headline(f"U-net trained on {label}: test DSC", unet[f"dsc_{key}"], unet.get(f"dsc_sd_{key}"),
+                                over_patients, STUDY_RESULTS.get(key, {}).get("dsc")))
+    tl = _results(summary, "06_transfer_learning")
+    if tl:
+        seeds = tl.get("n_seeds")
+        over_seeds = "sd over seeds" if seeds is None else f"sd over {seeds} seeds"
+        for size in ("small", "large"):
+            n = tl.get(f"n_{size}")
+            for arm, label in (("scratch", "from scratch"), ("synthetic", "pretrained on synthetic data")):
+                key = f"{arm}_dsc_{size}"
+                if key in tl:
+                    study = STUDY_TL_ONE_PATIENT[arm][0] if n == 1 else None
+                    out.append(Headline(f"site B, {n} subject{'s' if n != 1 else ''}, {label}: test DSC", tl[key],
+                                        tl.get(f"{key}_sd"), over_seeds, study))
+        if tl.get("synthetic_gain_dsc_small") is not None:
+            out.append(Headline(f"site B, {tl.get('n_small')} subject(s): gain of synthetic pretraining (DSC)",
+                                tl["synthetic_gain_dsc_small"], tl.get("synthetic_gain_dsc_small_sd"), over_seeds))
+    return out
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _provenance(summary: dict[str, Any], commit: str | None) -> str:
+    minutes = summary.get("total_seconds")
+    took = f", {minutes / 60:.1f} min for the notebooks" if isinstance(minutes, (int, float)) else ""
+    return (f"profile `{summary.get('profile', '?')}`, {summary.get('machine', '?')}, torch threads: "
+            f"{summary.get('threads', '?')}{took}, finished {summary.get('finished', '?')}, commit {commit or _commit()}")
+
+
+def results_markdown(summary: dict[str, Any], commit: str | None = None) -> str:
+    """The headline table of one run (value ± spread, the study beside it), with its provenance."""
+    lines = ["| | this run | spread | the study (journal) |", "|---|---|---|---|"]
+    for h in headlines(summary):
+        spread = "-" if h.spread is None else f"± {h.spread:.3f} ({h.over})"
+        lines.append(f"| {h.quantity} | {_fmt(h.value)} | {spread} | {_fmt(h.study, 2)} |")
+    return ("\n".join(lines) + f"\n\nWall time per notebook: {notebook_times(summary)}."
+            + f"\n\n*Generated by `tofmra report` from {_provenance(summary, commit)}.*")
+
+
+def notebook_times(summary: dict[str, Any]) -> str:
+    """``"00 6 s · 01 43 s · ..."``: each notebook's wall time in the run."""
+    return " · ".join(f"{name[:2]} {entry['seconds']:.0f} s" for name, entry in summary.get("notebooks", {}).items()
+                      if isinstance(entry.get("seconds"), (int, float)))
+
+
+def comparison_markdown(a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str] = ("run A", "run B")) -> str:
+    """Two runs side by side: per headline, both values, their difference and whether it is within the spread.
+
+    The spread used is the larger of the two runs' reported spreads for that number.
+    """
+    first, second = {h.quantity: h for h in headlines(a)}, {h.quantity: h for h in headlines(b)}
+    lines = [f"| | {labels[0]} | {labels[1]} | difference | spread | within the spread |", "|---|---|---|---|---|---|"]
+    for quantity, h in first.items():
+        other = second.get(quantity)
+        if other is None or h.value is None or other.value is None:
+            continue
+        diff = other.value - h.value
+        spreads = [s for s in (h.spread, other.spread) if s is not None]
+        spread = max(spreads) if spreads else None
+        within = "-" if spread is None else ("yes" if abs(diff) < spread else "no")
+        lines.append(f"| {quantity} | {_fmt(h.value)} | {_fmt(other.value)} | {diff:+.3f} | {_fmt(spread)} | {within} |")
+    times = [f"{labels[0]}: {_provenance(a, None)}", f"{labels[1]}: {_provenance(b, None)}"]
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {t}" for t in times)
+
+
+def update_readme(readme: str | os.PathLike[str], table: str) -> Path:
+    """Replace the README's block between the result markers with ``table`` (atomically)."""
+    path = Path(readme)
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise DataError(path, f"no results block: add the lines {BEGIN} and {END} where the table goes")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+    return path
