@@ -1,6 +1,6 @@
 """Bad input to data preparation: a clear DataError naming the file and the problem, nothing half-written.
 
-Every case starts from four valid tube subjects (``test_patches.write_tube_subjects``), breaks
+Every case starts from four valid tube subjects (``builders.write_tube_subjects``), breaks
 one thing about ``sub-02`` (processed after two valid subjects, so a preparation that wrote as it
 went would leave files behind), and checks the message and that the output folder holds no
 ``dataset.json`` and no patch file afterwards.
@@ -14,18 +14,19 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from test_patches import tiny_profile, tube_volumes, write_tube_subjects
 
 from tofmra_utils.cli import main
 from tofmra_utils.io import DataError, save_volume
 from tofmra_utils.data import prepare_dataset
 from tofmra_utils.profiles import UnknownProfileError
 
+from builders import data_profile, tube_volumes, write_tube_subjects
+
 BAD = "sub-02"
 
 
 def _profile():
-    return tiny_profile(n_val=1, n_test=1)  # 4 subjects: 2 train, 1 val, 1 test
+    return data_profile(n_val=1, n_test=1)  # 4 subjects: 2 train, 1 val, 1 test
 
 
 def _raw_nifti(path: Path, data: np.ndarray, affine=None) -> None:

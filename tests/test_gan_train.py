@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 
@@ -20,39 +19,10 @@ from tofmra_utils.io import DataError
 from tofmra_utils.patchset import KIND_SYNTHETIC, PatchSet
 from tofmra_utils.profiles import GAN_NAMES, get_profile
 
-SUBJECTS = ("sub-q7x", "sub-k2m", "sub-zz9")
+from builders import SUBJECTS, gan_patches, gan_profile
 
 
 
-
-def tiny_profile(steps: int = 6, checkpoint_every: int = 2, sample_every: int = 100):
-    """16 px patches, two doubling layers, batch 8: a GAN step in milliseconds."""
-    smoke = get_profile("smoke")
-    n = 48
-    variants = {
-        name: dataclasses.replace(s, batch_size=8, epochs=steps * 8 / n) for name, s in smoke.gan.variants.items()
-    }
-    return dataclasses.replace(
-        smoke,
-        data=dataclasses.replace(smoke.data, patch_size=16),
-        gan=dataclasses.replace(
-            smoke.gan, generator_channels=(8, 4), variants=variants, n_synthetic=20,
-            checkpoint_every=checkpoint_every, sample_every=sample_every,
-        ),
-    )
-
-
-def tiny_patches(n: int = 48, size: int = 16, seed: int = 0) -> PatchSet:
-    """Bright bars on a dark background, the label on the bar."""
-    rng = np.random.default_rng(seed)
-    image = rng.uniform(-1, -0.5, (n, size, size)).astype(np.float32)
-    label = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        r = rng.integers(2, size - 2)
-        label[i, r - 1 : r + 1] = 1
-        image[i, r - 1 : r + 1] = rng.uniform(0.6, 1.0)
-    subject = np.array([SUBJECTS[i % len(SUBJECTS)] for i in range(n)])
-    return PatchSet(image, label, subject, np.ones(n), np.zeros((n, 3)), meta={"subjects": list(SUBJECTS)})
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -63,14 +33,14 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def trained(tmp_path_factory):
     """A finished tiny WGAN-GP-SN run shared by the generation tests."""
     out = tmp_path_factory.mktemp("gan") / "wgan_gp_sn"
-    result = train_gan("wgan_gp_sn", tiny_patches(), tiny_profile(sample_every=3), out, device="cpu", seed=3, progress=False)
+    result = train_gan("wgan_gp_sn", gan_patches(), gan_profile(sample_every=3), out, device="cpu", seed=3, progress=False)
     return result
 
 
 # ----------------------------------------------------------------------------- training
 @pytest.mark.parametrize("name", GAN_NAMES)
 def test_resume_is_bit_exact(tmp_path, name):
-    profile, data = tiny_profile(steps=6, checkpoint_every=4), tiny_patches()
+    profile, data = gan_profile(steps=6, checkpoint_every=4), gan_patches()
     full = train_gan(name, data, profile, tmp_path / "full", device="cpu", seed=5, progress=False)
     part = train_gan(name, data, profile, tmp_path / "part", device="cpu", seed=5, progress=False, stop_after_steps=3)
     assert (part.steps, part.finished) == (3, False)
@@ -104,7 +74,7 @@ def test_training_writes_log_samples_and_a_complete_checkpoint(trained):
 
 
 def test_finished_run_returns_without_training(trained, tmp_path):
-    again = train_gan("wgan_gp_sn", tiny_patches(), tiny_profile(sample_every=3), trained.checkpoint.parent,
+    again = train_gan("wgan_gp_sn", gan_patches(), gan_profile(sample_every=3), trained.checkpoint.parent,
                       device="cpu", seed=3, progress=False)
     assert again.steps == 6 and again.seconds == pytest.approx(trained.seconds, rel=0.2)
     assert len(again.history) == 6
@@ -113,7 +83,7 @@ def test_finished_run_returns_without_training(trained, tmp_path):
 def test_another_gan_in_the_folder_starts_afresh_and_says_why(trained, tmp_path, capsys):
     folder = tmp_path / "copy"
     shutil.copytree(trained.checkpoint.parent, folder)
-    other = train_gan("wgan_gp", tiny_patches(), tiny_profile(), folder, device="cpu", progress=False, stop_after_steps=1)
+    other = train_gan("wgan_gp", gan_patches(), gan_profile(), folder, device="cpu", progress=False, stop_after_steps=1)
     assert other.steps == 1 and len(other.history) == 1
     assert "settings changed since the stored run (gan \"wgan_gp_sn\" -> \"wgan_gp\"" in capsys.readouterr().err
     assert load_checkpoint(other.checkpoint)["gan"] == "wgan_gp"
@@ -122,11 +92,11 @@ def test_another_gan_in_the_folder_starts_afresh_and_says_why(trained, tmp_path,
 
 def test_training_rejects_the_wrong_patch_size(tmp_path):
     with pytest.raises(ValueError, match="16 px"):
-        train_gan("dcgan", tiny_patches(size=32), tiny_profile(), tmp_path, device="cpu", progress=False)
+        train_gan("dcgan", gan_patches(size=32), gan_profile(), tmp_path, device="cpu", progress=False)
 
 
 def test_gan_tensor():
-    data = tiny_patches(n=5)
+    data = gan_patches(n=5)
     x = gan_tensor(data)
     assert x.shape == (5, 2, 16, 16) and set(torch.unique(x[:, 1]).tolist()) == {-1.0, 1.0}
     assert torch.equal(x[:, 0], torch.from_numpy(data.image))

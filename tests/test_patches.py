@@ -36,42 +36,7 @@ from tofmra_utils.patchset import KIND_RANDOM, KIND_VESSEL
 from tofmra_utils.profiles import get_profile
 from tofmra_utils.runs import RunPaths
 
-SHAPE = (40, 40, 8)
-
-
-def tiny_profile(name: str = "smoke", **data):
-    """The smoke profile with tiny patch sizes (patch 8 px, 20 per subject, 2 val, 2 test)."""
-    base = get_profile(name)
-    defaults = dict(patch_size=8, patches_per_subject=20, n_val=2, n_test=2, site_a_subjects=7,
-                    site_b_subjects=5, site_b_n_test=2, volume_shape=SHAPE)
-    defaults.update(data)
-    return dataclasses.replace(base, data=dataclasses.replace(base.data, **defaults))
-
-
-def tube_volumes(seed: int, shape=SHAPE, spacing=(0.5, 0.5, 1.0)):
-    """A brain-like box with two bright tubes along z and y; returns image, label, mask, affine."""
-    rng = np.random.default_rng(seed)
-    x, y, z = np.mgrid[: shape[0], : shape[1], : shape[2]]
-    mask = ((x >= 4) & (x < shape[0] - 4) & (y >= 4) & (y < shape[1] - 4)).astype(np.uint8)
-    cx, cy = 12 + seed % 5, 20
-    label = (((x - cx) ** 2 + (y - cy) ** 2) <= 4) | ((np.abs(x - 28) <= 1) & (np.abs(z - shape[2] // 2) <= 1) & (y >= 6) & (y < 34))
-    label = label.astype(np.uint8)
-    image = mask * (100.0 + 10 * rng.standard_normal(shape)) + label * 300.0 + 5.0 * rng.random(shape)
-    affine = np.diag([*spacing, 1.0])
-    return image.astype(np.float32), label, mask, affine
-
-
-def write_tube_subjects(root: Path, n: int, with_masks: bool = True, spacing=(0.5, 0.5, 1.0), shape=SHAPE) -> Path:
-    """Write n subjects to root/images|labels|masks/sub-XX.nii.gz; returns root."""
-    for i in range(n):
-        image, label, mask, affine = tube_volumes(i, shape=shape, spacing=spacing)
-        sid = f"sub-{i:02d}"
-        save_volume(root / "images" / f"{sid}.nii.gz", image, affine)
-        save_volume(root / "labels" / f"{sid}.nii.gz", label, affine)
-        if with_masks:
-            save_volume(root / "masks" / f"{sid}.nii.gz", mask, affine)
-    return root
-
+from builders import SHAPE, data_profile, tube_volumes, write_tube_subjects
 
 # ----------------------------------------------------------------------------- scaling and masks
 def test_brain_mask_finds_the_ellipsoid_and_fills_holes():
@@ -148,13 +113,12 @@ def test_split_subjects_disjoint_sized_and_seeded():
 def site_a(tmp_path_factory):
     root = write_tube_subjects(tmp_path_factory.mktemp("site_a_in"), 7)
     out = tmp_path_factory.mktemp("site_a_out")
-    t0 = time.perf_counter()
-    ds = prepare_dataset(root / "images", root / "labels", out, tiny_profile(), masks_dir=root / "masks", site="A")
-    return root, out, ds, time.perf_counter() - t0
+    ds = prepare_dataset(root / "images", root / "labels", out, data_profile(), masks_dir=root / "masks", site="A")
+    return root, out, ds
 
 
 def test_prepare_site_a_splits_patches_and_record(site_a):
-    root, out, ds, _ = site_a
+    root, out, ds = site_a
     assert not ds.from_cache
     assert [len(ds.splits[k]) for k in ("train", "val", "test")] == [3, 2, 2]
     all_ids = ds.splits["train"] + ds.splits["val"] + ds.splits["test"]
@@ -181,7 +145,7 @@ def test_prepare_site_a_splits_patches_and_record(site_a):
 
 
 def test_split_table_and_describe(site_a):
-    _, _, ds, _ = site_a
+    _, _, ds = site_a
     table = ds.split_table()
     assert list(table.columns) == ["subject", "split", "n_patches", "vessel_fraction", "shape", "spacing"]
     assert len(table) == 7 and table.subject.is_unique
@@ -193,45 +157,43 @@ def test_split_table_and_describe(site_a):
 
 
 def test_rerun_is_cached_and_changes_invalidate(site_a):
-    root, out, ds, first_seconds = site_a
+    root, out, ds = site_a
     patch_file = ds.patch_file("train")
     mtime = patch_file.stat().st_mtime_ns
-    t0 = time.perf_counter()
-    again = prepare_dataset(root / "images", root / "labels", out, tiny_profile(), masks_dir=root / "masks")
-    cached_seconds = time.perf_counter() - t0
+    again = prepare_dataset(root / "images", root / "labels", out, data_profile(), masks_dir=root / "masks")
+    # served from the cache: no patch file rewritten (what costs time, without timing a shared machine)
     assert again.from_cache and patch_file.stat().st_mtime_ns == mtime
     assert again.splits == ds.splits
-    assert cached_seconds < 0.5 and cached_seconds < first_seconds, (cached_seconds, first_seconds)
     # different settings: rebuilt with the new patch count
-    other = prepare_dataset(root / "images", root / "labels", out, tiny_profile(patches_per_subject=10),
+    other = prepare_dataset(root / "images", root / "labels", out, data_profile(patches_per_subject=10),
                             masks_dir=root / "masks")
     assert not other.from_cache and len(other.patches("train")) == 30
     # force and a touched input both rebuild
-    assert not prepare_dataset(root / "images", root / "labels", out, tiny_profile(patches_per_subject=10),
+    assert not prepare_dataset(root / "images", root / "labels", out, data_profile(patches_per_subject=10),
                                masks_dir=root / "masks", force=True).from_cache
     label_file = root / "labels" / "sub-00.nii.gz"
     os.utime(label_file, ns=(time.time_ns(), label_file.stat().st_mtime_ns + 10**9))
-    assert not prepare_dataset(root / "images", root / "labels", out, tiny_profile(), masks_dir=root / "masks").from_cache
+    assert not prepare_dataset(root / "images", root / "labels", out, data_profile(), masks_dir=root / "masks").from_cache
     # a deleted patch file is noticed
-    ds2 = prepare_dataset(root / "images", root / "labels", out, tiny_profile(), masks_dir=root / "masks")
+    ds2 = prepare_dataset(root / "images", root / "labels", out, data_profile(), masks_dir=root / "masks")
     assert ds2.from_cache
     ds2.patch_file("val").unlink()
-    assert not prepare_dataset(root / "images", root / "labels", out, tiny_profile(), masks_dir=root / "masks").from_cache
+    assert not prepare_dataset(root / "images", root / "labels", out, data_profile(), masks_dir=root / "masks").from_cache
 
 
 def test_same_seed_same_patches_other_seed_other_split(tmp_path):
     root = write_tube_subjects(tmp_path / "in", 7)
-    a = prepare_dataset(root / "images", root / "labels", tmp_path / "a", tiny_profile(), masks_dir=root / "masks")
-    b = prepare_dataset(root / "images", root / "labels", tmp_path / "b", tiny_profile(), masks_dir=root / "masks")
+    a = prepare_dataset(root / "images", root / "labels", tmp_path / "a", data_profile(), masks_dir=root / "masks")
+    b = prepare_dataset(root / "images", root / "labels", tmp_path / "b", data_profile(), masks_dir=root / "masks")
     np.testing.assert_array_equal(a.patches("train").image, b.patches("train").image)
-    splits = [prepare_dataset(root / "images", root / "labels", tmp_path / f"s{s}", tiny_profile(), masks_dir=root / "masks",
+    splits = [prepare_dataset(root / "images", root / "labels", tmp_path / f"s{s}", data_profile(), masks_dir=root / "masks",
                               seed=s).splits for s in (1, 2, 3)]
     assert any(s != a.splits for s in splits)
 
 
 def test_site_b_has_pool_and_test_no_val(tmp_path):
     root = write_tube_subjects(tmp_path / "in", 5, spacing=(0.7, 0.7, 1.2))
-    ds = prepare_dataset(root / "images", root / "labels", tmp_path / "out", tiny_profile(), masks_dir=root / "masks", site="B")
+    ds = prepare_dataset(root / "images", root / "labels", tmp_path / "out", data_profile(), masks_dir=root / "masks", site="B")
     assert ds.site == "B" and ds.splits["val"] == [] and len(ds.splits["test"]) == 2 and len(ds.splits["train"]) == 3
     assert len(ds.patches("val")) == 0 and len(ds.patches("train")) == 60
     assert "pool 3" in ds.describe()
@@ -240,7 +202,7 @@ def test_site_b_has_pool_and_test_no_val(tmp_path):
 
 def test_masks_are_computed_when_not_given(tmp_path):
     root = write_tube_subjects(tmp_path / "in", 5, with_masks=False)
-    ds = prepare_dataset(root / "images", None, tmp_path / "out", tiny_profile(), site="B")  # labels: sibling folder
+    ds = prepare_dataset(root / "images", None, tmp_path / "out", data_profile(), site="B")  # labels: sibling folder
     for s in ds.subjects.values():
         assert s.mask is not None and s.mask.parent == (tmp_path / "out" / "computed_masks").resolve()
         assert ds.subject_info(s.id)["mask_computed"]
@@ -290,7 +252,7 @@ def test_prepare_phantom_site_generates_once_then_caches(tmp_path, monkeypatch):
     calls: list = []
     monkeypatch.setitem(sys.modules, "tofmra_utils.phantom", _fake_phantom(calls))
     paths = RunPaths(tmp_path / "run")
-    prof = tiny_profile()
+    prof = data_profile()
     a = prepare_phantom_site(paths, prof, "A")
     b = prepare_phantom_site(paths, prof, "B")
     assert calls == [("A", 7, phantom_seed(prof.seed, "A"), SHAPE), ("B", 5, phantom_seed(prof.seed, "B"), SHAPE)]
@@ -307,7 +269,7 @@ def test_prepare_phantom_site_generates_once_then_caches(tmp_path, monkeypatch):
 
 def test_prepare_phantom_site_with_the_real_phantom(tmp_path):
     pytest.importorskip("tofmra_utils.phantom")
-    prof = tiny_profile(site_a_subjects=4, n_val=1, n_test=1, volume_shape=get_profile("smoke").data.volume_shape,
+    prof = data_profile(site_a_subjects=4, n_val=1, n_test=1, volume_shape=get_profile("smoke").data.volume_shape,
                         patch_size=16)
     ds = prepare_phantom_site(RunPaths(tmp_path), prof, "A")
     assert len(ds.subjects) == 4 and len(ds.patches("train")) == 2 * 20
@@ -330,9 +292,9 @@ def test_prepare_site_with_a_user_folder(tmp_path):
 
     root = write_tube_subjects(tmp_path / "mine", 5, with_masks=False)
     paths = RunPaths(tmp_path / "run")
-    ds = prepare_site(paths, tiny_profile(), "B", data_dir=root)
+    ds = prepare_site(paths, data_profile(), "B", data_dir=root)
     assert ds.root == paths.site("B").root and ds.info["source"]["kind"] == "user data"
     assert all(ds.subject_info(s)["mask_computed"] for s in ds.subjects)
-    assert prepare_site(paths, tiny_profile(), "B", data_dir=str(root)).from_cache
+    assert prepare_site(paths, data_profile(), "B", data_dir=str(root)).from_cache
     with pytest.raises(DataError, match="data folder not found"):
-        prepare_site(paths, tiny_profile(), "B", data_dir=tmp_path / "nowhere")
+        prepare_site(paths, data_profile(), "B", data_dir=tmp_path / "nowhere")

@@ -2,11 +2,13 @@
 
 Reproduces Kossen et al. 2021 (Computers in Biology and Medicine 131:104254): GANs that
 synthesize anonymized, labeled TOF-MRA patches, U-nets trained on them, and transfer learning.
-Modules, one idea each: ``profiles`` (all sizes), ``io`` (validated NIfTI, atomic writes),
-``phantom`` (synthetic TOF-MRA volumes), ``patches`` (data preparation), ``patchset`` (the patch
-file format), ``gan`` (models, losses, training, generation), ``unet`` (model, training,
-inference), ``metrics`` (DSC, 95HD), ``transfer`` (site-B sweep), ``pipeline`` and ``cli``
-(the ``tofmra`` command), ``plots`` and ``widgets`` (figures the notebooks share).
+Modules, one idea each: ``profiles`` (all sizes), ``study`` (the paper's numbers),
+``conventions`` (label channel, scaling, z-score, Dice, file hash), ``resumable`` (fingerprinted
+units of work), ``batches``, ``io`` (validated NIfTI, atomic writes), ``phantom`` (synthetic
+TOF-MRA volumes), ``data`` (data preparation), ``patchset`` (the patch file format), ``gan``
+(models, losses, the GAN step, training, generation), ``unet`` (model, the U-net step, training,
+inference), ``metrics`` (DSC, 95HD), ``transfer`` (site-B sweep), ``pipeline``, ``cli`` and
+``report`` (the ``tofmra`` command), ``plots`` and ``widgets`` (figures the notebooks share).
 """
 
 from .notebook import NotebookContext, setup_notebook

@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .io import DataError
 from .profiles import PROFILES, UnknownProfileError
@@ -148,8 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``tofmra`` argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="tofmra", description="Synthetic, labeled TOF-MRA patches: the study's pipeline.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    profiles = sorted(PROFILES)
+    _add_pipeline_commands(sub)
+    _add_data_commands(sub)
+    _add_model_commands(sub)
+    return p
 
+
+def _add_pipeline_commands(sub: Any) -> None:
+    """``run``, ``report``, ``book``: the study as a whole."""
+    profiles = sorted(PROFILES)
     r = sub.add_parser("run", help="run the numbered notebooks with papermill")
     r.add_argument("--profile", default="course", choices=profiles)
     r.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01,05")
@@ -173,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--run-dir", default=None, help="run folder (default runs/<profile>)")
     b.set_defaults(func=_cmd_book)
 
+
+def _add_data_commands(sub: Any) -> None:
+    """``phantom``, ``fetch``, ``prepare``: volumes in, patch data sets out."""
+    profiles = sorted(PROFILES)
     ph = sub.add_parser("phantom", help="write synthetic TOF-MRA volumes with exact vessel labels")
     ph.add_argument("--site", default="A", choices=["A", "B"])
     ph.add_argument("--subjects", type=int, required=True)
@@ -199,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="rebuild even if a matching cache exists")
     pr.set_defaults(func=_cmd_prepare)
 
+
+def _add_model_commands(sub: Any) -> None:
+    """``generate``, ``segment``, ``evaluate``: trained models applied to files."""
     g = sub.add_parser("generate", help="write N synthetic image/label pairs from a GAN checkpoint")
     g.add_argument("--checkpoint", required=True)
     g.add_argument("--n", type=int, required=True)
@@ -224,7 +239,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--truth", required=True)
     e.add_argument("--json", action="store_true", help="print JSON with keys dsc, hd95_mm, hd95_study")
     e.set_defaults(func=_cmd_evaluate)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -191,18 +191,7 @@ def _border_distances(bp: np.ndarray, bt: np.ndarray, spacing: np.ndarray) -> tu
 
 # ----------------------------------------------------------------------------- metrics
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice similarity coefficient ``2 |P & T| / (|P| + |T|)``.
-
-    Parameters
-    ----------
-    pred, truth
-        Binary masks (bool or 0/1) of the same shape.
-
-    Returns
-    -------
-    float
-        In [0, 1]; 1.0 when both masks are empty (nothing to find, nothing found).
-    """
+    """:func:`tofmra_utils.conventions.dice` of two validated binary masks of the same shape (1.0 when both are empty)."""
     return conventions.dice(*_pair(pred, truth))
 
 

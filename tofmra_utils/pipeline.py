@@ -167,6 +167,46 @@ def _base_summary(paths: RunPaths, profile: str) -> dict[str, Any]:
     return summary
 
 
+def _execute(
+    nb: Path, parameters: dict[str, Any], paths: RunPaths, nb_dir: Path, summary: dict[str, Any]
+) -> tuple[str | None, dict[str, Any], float]:
+    """Run one notebook with papermill and record it in ``summary`` (written after each change).
+
+    Returns (failure message or ``None``, failure info, seconds). The executed copy replaces the
+    previous one only on success; a failed execution is kept as ``<name>.failed.ipynb``.
+    """
+    import papermill
+
+    t0 = time.perf_counter()
+    entry: dict[str, Any] = {"status": "running", "parameters": parameters}
+    summary["notebooks"][nb.stem] = entry
+    write_json(paths.summary_file, summary)
+    tmp = paths.notebooks_dir / f".{nb.stem}.partial.ipynb"
+    failed_copy = paths.notebooks_dir / f"{nb.stem}.failed.ipynb"
+    try:
+        papermill.execute_notebook(
+            str(nb), str(tmp), parameters=parameters, cwd=str(nb_dir), kernel_name="python3",
+            progress_bar=False, log_output=False, report_mode=False,
+        )
+    except Exception as err:  # a failing cell (PapermillExecutionError), kernel death, missing kernel, ...
+        message, info = _failure_message(nb, err, tmp)
+        if tmp.exists():
+            os.replace(tmp, failed_copy)
+            info["executed"] = str(failed_copy)
+        seconds = time.perf_counter() - t0
+        entry.update(status="failed", seconds=round(seconds, 1), **info)
+        return message, info, seconds
+    target = paths.notebooks_dir / nb.name
+    os.replace(tmp, target)
+    seconds = time.perf_counter() - t0
+    failed_copy.unlink(missing_ok=True)
+    results_file = paths.results_file(nb.stem)
+    entry.update(status="ok", seconds=round(seconds, 1), executed=str(target),
+                 results=read_json(results_file) if results_file.exists() else {})
+    write_json(paths.summary_file, summary)
+    return None, {}, seconds
+
+
 def run_pipeline(
     profile: str = "course",
     out: str | os.PathLike[str] | None = None,
@@ -207,8 +247,6 @@ def run_pipeline(
     The summary dict, also written to ``<run>/summary.json``: ``status`` ("ok" or "failed"),
     ``failed`` (message or None), and per notebook its status, seconds and key results.
     """
-    import papermill
-
     get_profile(profile)  # fail early on an unknown profile
     paths = RunPaths(Path(out) if out else default_run_dir(profile)).ensure()
     nb_dir = Path(notebooks_dir) if notebooks_dir else repo_root() / "notebooks"
@@ -235,48 +273,16 @@ def run_pipeline(
     log(f"tofmra run: profile {profile}, {len(selected)} notebook(s) -> {paths.root}")
     t_run = time.perf_counter()
     for i, nb in enumerate(selected, 1):
-        target = paths.notebooks_dir / nb.name
-        log(f"[{i}/{len(selected)}] {nb.stem} ...")
-        t0 = time.perf_counter()
-        entry: dict[str, Any] = {"status": "running", "parameters": plan[nb]}
-        summary["notebooks"][nb.stem] = entry
-        write_json(paths.summary_file, summary)
-        tmp = paths.notebooks_dir / f".{nb.stem}.partial.ipynb"
-        message, info = None, {}
-        try:
-            papermill.execute_notebook(
-                str(nb), str(tmp), parameters=plan[nb], cwd=str(nb_dir), kernel_name="python3",
-                progress_bar=False, log_output=False, report_mode=False,
-            )
-        except Exception as err:  # a failing cell (PapermillExecutionError), kernel death, missing kernel, ...
-            message, info = _failure_message(nb, err, tmp)
+        tag = f"[{i}/{len(selected)}] {nb.stem}"
+        log(f"{tag} ...")
+        message, info, seconds = _execute(nb, plan[nb], paths, nb_dir, summary)
         if message is not None:
-            # The last good executed copy (if any) stays; the failed one is kept beside it.
-            failed_copy = paths.notebooks_dir / f"{nb.stem}.failed.ipynb"
-            if tmp.exists():
-                os.replace(tmp, failed_copy)
-                info["executed"] = str(failed_copy)
-            seconds = time.perf_counter() - t0
-            entry.update(status="failed", seconds=round(seconds, 1), **info)
             summary.update(status="failed", failed=message, total_seconds=round(time.perf_counter() - t_run, 1))
             write_json(paths.summary_file, summary)
-            log(f"[{i}/{len(selected)}] {nb.stem} FAILED after {seconds:.1f} s: {message}")
+            log(f"{tag} FAILED after {seconds:.1f} s: {message}")
             log(f"executed notebook with the error: {info.get('executed', 'not written')}")
             return summary
-        os.replace(tmp, target)
-        seconds = time.perf_counter() - t0
-        stale_failure = paths.notebooks_dir / f"{nb.stem}.failed.ipynb"
-        if stale_failure.exists():
-            stale_failure.unlink()
-        results_file = paths.results_file(nb.stem)
-        entry.update(
-            status="ok",
-            seconds=round(seconds, 1),
-            executed=str(target),
-            results=read_json(results_file) if results_file.exists() else {},
-        )
-        write_json(paths.summary_file, summary)
-        log(f"[{i}/{len(selected)}] {nb.stem} ok in {seconds:.1f} s")
+        log(f"{tag} ok in {seconds:.1f} s")
     summary.update(
         status="ok",
         total_seconds=round(time.perf_counter() - t_run, 1),

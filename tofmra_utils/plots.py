@@ -36,6 +36,16 @@ __all__ = [
 VESSEL_RGB = (1.0, 0.15, 0.1)
 
 
+def _finish_images(fig: Figure, axes: Sequence, title: str | None) -> Figure:
+    """Image panels: no axes, the figure's title, a tight layout."""
+    for ax in axes:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
     """Save ``fig`` as PNG atomically; returns the path."""
     path = Path(path)
@@ -124,12 +134,7 @@ def mip_pair(image: np.ndarray, label: np.ndarray, axis: int = 2, title: str | N
     axes[0].set_title("image MIP")
     axes[1].imshow(np.max(label, axis=axis).T, cmap="gray", origin="lower", vmin=0, vmax=1)
     axes[1].set_title("label MIP")
-    for ax in axes:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_images(fig, axes, title)
 
 
 def intensity_histograms(
@@ -372,12 +377,7 @@ def segmentation_errors(
     axes[2].imshow(np.transpose(error_rgb(p[:, :, z], t[:, :, z], img[:, :, z]), (1, 0, 2)), origin="lower",
                    interpolation="nearest")
     axes[2].set_title(f"errors on slice z={z}", fontsize=9)
-    for ax in axes:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_images(fig, axes, title)
 
 
 def metric_boxplots(
