@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -72,6 +73,8 @@ def test_run_in_order_writes_summary(tiny_notebooks, tmp_path):
     assert on_disk["notebooks"]["01_first"]["results"] == {"answer": 42}
     assert on_disk["notebooks"]["02_second"]["results"] == {"seen": True}
     assert on_disk["notebooks"]["01_first"]["seconds"] > 0
+    assert on_disk["commit"].rstrip("+") == subprocess.run(["git", "-C", str(repo_root()), "rev-parse", "--short", "HEAD"],
+                                                           capture_output=True, text=True).stdout.strip()
     assert (out / "notebooks" / "02_second.ipynb").exists()
     assert any(line.startswith("[1/2] 01_first ok") for line in lines), lines
     # A declared extra parameter reaches only the notebook that declares it.
