@@ -101,8 +101,8 @@ def test_he_init_draws_kaiming_normal_weights_and_zero_biases():
     model = UNet(1, 16, 4, 0.0, weight_init="he")
     conv = model.downs[2].conv.block[0]  # 64 -> 128 channels, fan_in 576
     expected = (2.0 / conv.weight[0].numel()) ** 0.5
-    assert abs(float(conv.weight.std()) - expected) < 0.05 * expected
-    assert all(float(m.bias.abs().max()) == 0.0 for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert abs(float(conv.weight.detach().std()) - expected) < 0.05 * expected
+    assert all(float(m.bias.detach().abs().max()) == 0.0 for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
 def test_unknown_weight_init_is_an_error():
