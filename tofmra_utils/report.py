@@ -93,7 +93,8 @@ def _commit() -> str:
 def _provenance(summary: dict[str, Any], commit: str | None) -> str:
     minutes = summary.get("total_seconds")
     took = f", {minutes / 60:.1f} min for the notebooks" if isinstance(minutes, (int, float)) else ""
-    return (f"profile `{summary.get('profile', '?')}`, {summary.get('machine', '?')}, torch threads: "
+    failed = f" (status {summary.get('status')}: {summary.get('failed')})" if summary.get("status") != "ok" else ""
+    return (f"profile `{summary.get('profile', '?')}`{failed}, {summary.get('machine', '?')}, torch threads: "
             f"{summary.get('threads', '?')}{took}, finished {summary.get('finished', '?')}, "
             f"commit {commit or summary.get('commit') or _commit()}")
 
