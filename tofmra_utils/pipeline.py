@@ -28,7 +28,7 @@ import yaml
 
 from .io import read_json, write_json
 from .profiles import get_profile
-from .runs import RunPaths, default_run_dir, repo_root
+from .runs import RunPaths, default_run_dir, repo_commit, repo_root
 
 __all__ = [
     "PipelineError",
@@ -148,21 +148,6 @@ def _failure_message(nb: Path, err: BaseException, executed: Path) -> tuple[str,
     return f"notebook {nb.stem} failed in {where}: {ename}: {evalue}", info
 
 
-def _commit() -> str | None:
-    """The repository's commit (short hash, ``+`` when the work tree has changes), or ``None`` outside git."""
-    import subprocess
-
-    try:
-        root = repo_root()
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+" if dirty else "")
-
-
 def _base_summary(paths: RunPaths, profile: str) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     if paths.summary_file.exists():
@@ -176,7 +161,7 @@ def _base_summary(paths: RunPaths, profile: str) -> dict[str, Any]:
             "run_dir": str(paths.root),
             "python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "commit": _commit(),
+            "commit": repo_commit(),
         }
     )
     summary.setdefault("notebooks", {})

@@ -13,12 +13,12 @@ Plain Python (no torch, no pandas), so the command is instant.
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .io import DataError, atomic_path, read_json
+from .runs import repo_commit
 from .study import STUDY_RESULTS, STUDY_TL_ONE_PATIENT
 
 __all__ = ["Headline", "headlines", "notebook_times", "results_markdown", "comparison_markdown", "update_readme", "load_summary"]
@@ -82,21 +82,13 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _provenance(summary: dict[str, Any], commit: str | None) -> str:
     minutes = summary.get("total_seconds")
     took = f", {minutes / 60:.1f} min for the notebooks" if isinstance(minutes, (int, float)) else ""
     failed = f" (status {summary.get('status')}: {summary.get('failed')})" if summary.get("status") != "ok" else ""
     return (f"profile `{summary.get('profile', '?')}`{failed}, {summary.get('machine', '?')}, torch threads: "
             f"{summary.get('threads', '?')}{took}, finished {summary.get('finished', '?')}, "
-            f"commit {commit or summary.get('commit') or _commit()}")
+            f"commit {commit or summary.get('commit') or repo_commit()}")
 
 
 def results_markdown(summary: dict[str, Any], commit: str | None = None) -> str:

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunPaths", "SitePaths", "repo_root", "default_run_dir"]
+__all__ = ["RunPaths", "SitePaths", "repo_root", "repo_commit", "default_run_dir"]
 
 
 def repo_root(start: str | os.PathLike[str] | None = None) -> Path:
@@ -38,6 +38,21 @@ def repo_root(start: str | os.PathLike[str] | None = None) -> Path:
         if (candidate / "pyproject.toml").exists() and (candidate / "tofmra_utils").is_dir():
             return candidate
     return Path.cwd().resolve()
+
+
+def repo_commit() -> str | None:
+    """The repository's commit (short hash, ``+`` when tracked files have changes), or ``None`` outside git."""
+    import subprocess
+
+    root = str(repo_root())
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
 
 
 def default_run_dir(profile: str) -> Path:
