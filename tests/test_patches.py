@@ -181,6 +181,48 @@ def test_rerun_is_cached_and_changes_invalidate(site_a):
     assert not prepare_dataset(root / "images", root / "labels", out, data_profile(), masks_dir=root / "masks").from_cache
 
 
+def test_changed_setting_reprepares_with_the_resumable_message(tmp_path, capsys):
+    """The preparation cache is a resumable unit: the one message, naming the folder and what changed."""
+    root = write_tube_subjects(tmp_path / "in", 7)
+    out = (tmp_path / "out").resolve()
+
+    def prepare(**data):
+        return prepare_dataset(root / "images", root / "labels", out, data_profile(**data), masks_dir=root / "masks")
+
+    first = prepare()
+    assert not first.from_cache and capsys.readouterr().err == "", "a first preparation has nothing to replace"
+    other = prepare(patches_per_subject=10)
+    assert not other.from_cache and len(other.patches("train")) == 3 * 10
+    assert capsys.readouterr().err.strip() == (
+        f"{out}: settings changed since the stored run (patches_per_subject 20 -> 10); starting afresh")
+    record = json.loads((out / "preparation.json").read_text())
+    assert record["status"] == "done" and record["settings"]["patches_per_subject"] == 10
+    assert record["fingerprint"] == json.loads((out / "dataset.json").read_text())["cache_key"]
+    assert set(record["settings"]["volumes"]["sub-00"]) == {"image", "label", "mask"}
+    # the same settings again: served from the cache, silently
+    assert prepare(patches_per_subject=10).from_cache and capsys.readouterr().err == ""
+    # a touched input file is named key by key
+    label_file = root / "labels" / "sub-03.nii.gz"
+    os.utime(label_file, ns=(time.time_ns(), label_file.stat().st_mtime_ns + 10**9))
+    assert not prepare(patches_per_subject=10).from_cache
+    err = capsys.readouterr().err
+    assert err.startswith(f"{out}: settings changed since the stored run (volumes.sub-03.label.mtime_ns ")
+    assert err.rstrip().endswith("); starting afresh") and err.count("\n") == 1
+
+
+def test_data_set_without_a_record_is_not_trusted(tmp_path, capsys):
+    """A dataset.json from before the record existed is prepared afresh, saying so, like a trainer's unrecorded files."""
+    root = write_tube_subjects(tmp_path / "in", 7)
+    out = (tmp_path / "out").resolve()
+    prepare_dataset(root / "images", root / "labels", out, data_profile(), masks_dir=root / "masks")
+    (out / "preparation.json").unlink()
+    again = prepare_dataset(root / "images", root / "labels", out, data_profile(), masks_dir=root / "masks")
+    assert not again.from_cache and (out / "preparation.json").exists()
+    assert capsys.readouterr().err.strip() == (
+        f"{out}: no record of the settings that made the stored files; starting afresh")
+    assert prepare_dataset(root / "images", root / "labels", out, data_profile(), masks_dir=root / "masks").from_cache
+
+
 def test_same_seed_same_patches_other_seed_other_split(tmp_path):
     root = write_tube_subjects(tmp_path / "in", 7)
     a = prepare_dataset(root / "images", root / "labels", tmp_path / "a", data_profile(), masks_dir=root / "masks")
@@ -191,13 +233,19 @@ def test_same_seed_same_patches_other_seed_other_split(tmp_path):
     assert any(s != a.splits for s in splits)
 
 
-def test_site_b_has_pool_and_test_no_val(tmp_path):
+def test_site_b_has_pool_val_and_test(tmp_path):
     root = write_tube_subjects(tmp_path / "in", 5, spacing=(0.7, 0.7, 1.2))
-    ds = prepare_dataset(root / "images", root / "labels", tmp_path / "out", data_profile(), masks_dir=root / "masks", site="B")
-    assert ds.site == "B" and ds.splits["val"] == [] and len(ds.splits["test"]) == 2 and len(ds.splits["train"]) == 3
-    assert len(ds.patches("val")) == 0 and len(ds.patches("train")) == 60
-    assert "pool 3" in ds.describe()
+    ds = prepare_dataset(root / "images", root / "labels", tmp_path / "out", data_profile(site_b_n_val=1),
+                         masks_dir=root / "masks", site="B")
+    assert ds.site == "B" and len(ds.splits["val"]) == 1 and len(ds.splits["test"]) == 2 and len(ds.splits["train"]) == 2
+    assert len(ds.patches("val")) == 20 and len(ds.patches("train")) == 40
+    assert "pool 2" in ds.describe()
     assert load_dataset(tmp_path / "out").splits == ds.splits
+    # validation subjects come out of the pool, never out of the test set
+    without = prepare_dataset(root / "images", root / "labels", tmp_path / "out0", data_profile(site_b_n_val=0),
+                              masks_dir=root / "masks", site="B")
+    assert without.splits["val"] == [] and without.splits["test"] == ds.splits["test"]
+    assert sorted(without.splits["train"]) == sorted(ds.splits["train"] + ds.splits["val"])
 
 
 def test_masks_are_computed_when_not_given(tmp_path):
@@ -258,7 +306,7 @@ def test_prepare_phantom_site_generates_once_then_caches(tmp_path, monkeypatch):
     assert calls == [("A", 7, phantom_seed(prof.seed, "A"), SHAPE), ("B", 5, phantom_seed(prof.seed, "B"), SHAPE)]
     assert phantom_seed(prof.seed, "A") != phantom_seed(prof.seed, "B")
     assert a.root == paths.site("A").root and (paths.site("A").dataset_file).exists()
-    assert len(a.subjects) == 7 and len(b.subjects) == 5 and b.splits["val"] == []
+    assert len(a.subjects) == 7 and len(b.subjects) == 5 and len(b.splits["val"]) == prof.data.site_b_n_val
     assert a.info["source"]["kind"] == "phantom"
     again = prepare_phantom_site(paths, prof, "A")
     assert again.from_cache and len(calls) == 2, "a rerun neither regenerates nor resamples"

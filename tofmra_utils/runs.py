@@ -7,6 +7,8 @@ Notebooks and commands never build these paths by hand; they ask a :class:`RunPa
     runs/<profile>/
         data/site_A/            prepared data set of site A (see tofmra_utils.data)
             dataset.json        subjects, their files, the split and the cache key
+            preparation.json    the preparation's resumable-unit record (settings, input files)
+            phantom.json        the phantom's record (when the phantom made the volumes)
             images/ labels/ masks/   phantom NIfTI volumes (when the phantom made them)
             patches/train.npz val.npz
         data/site_B/            the same for the transfer-learning site
@@ -14,7 +16,8 @@ Notebooks and commands never build these paths by hand; they ask a :class:`RunPa
         synthetic/<name>/       patches.npz + datasheet.json made by that GAN
         unets/<name>/           U-net checkpoints and training log ("real", "dcgan", ...)
         transfer/               transfer-learning runs and results
-        results/                <notebook>.json key results, *.csv tables, figures
+        results/                <notebook>.json key results, *.csv tables (table_file), *.png figures (figure_file)
+        exercise_<name>/        what a notebook's exercise writes (exercise_dir), apart from the study's files
         notebooks/              executed notebooks (tofmra run)
         summary.json            per-notebook status, time and key results
 """
@@ -58,6 +61,22 @@ def repo_commit() -> str | None:
 def default_run_dir(profile: str) -> Path:
     """``<repo>/runs/<profile>``."""
     return repo_root() / "runs" / profile
+
+
+def _plain_name(name: str, what: str, suffix: str | None = None) -> str:
+    """``name`` if it is a plain file or folder name (with ``suffix`` when given); ValueError otherwise.
+
+    Run-folder paths are built here only, so a name must not smuggle in a folder part
+    (``"../x.png"``, ``"sub/x.png"``) or an absolute path that would escape the layout.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} name must be a non-empty string, got {name!r}")
+    # Both separators are refused: a backslash separates folders on Windows.
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"{what} name must be a plain name without a folder part, got {name!r}")
+    if suffix is not None and (not name.endswith(suffix) or name == suffix):
+        raise ValueError(f"{what} name must end in {suffix!r} (e.g. 'loss{suffix}'), got {name!r}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -131,6 +150,51 @@ class RunPaths:
     def results_file(self, notebook: str) -> Path:
         """Key results a notebook records (``results/<notebook>.json``)."""
         return self.results_dir / f"{notebook}.json"
+
+    def figure_file(self, name: str) -> Path:
+        """A figure a notebook saves: ``results/<name>``.
+
+        Parameters
+        ----------
+        name
+            A plain PNG file name such as ``"dcgan_losses.png"``: no folder part, ending in
+            ``.png`` (:func:`~tofmra_utils.plots.save_figure` writes PNG).
+
+        Raises
+        ------
+        ValueError
+            ``name`` has a folder part, is empty, or does not end in ``.png``.
+        """
+        return self.results_dir / _plain_name(name, "figure file", ".png")
+
+    def table_file(self, name: str) -> Path:
+        """A table a notebook saves: ``results/<name>``.
+
+        Parameters
+        ----------
+        name
+            A plain CSV file name such as ``"unet_synthetic_vs_real.csv"``: no folder part,
+            ending in ``.csv``.
+
+        Raises
+        ------
+        ValueError
+            ``name`` has a folder part, is empty, or does not end in ``.csv``.
+        """
+        return self.results_dir / _plain_name(name, "table file", ".csv")
+
+    def exercise_dir(self, name: str) -> Path:
+        """Folder of a notebook exercise's outputs: ``exercise_<name>/`` (e.g. ``exercise_random_only``).
+
+        Exercises write beside, never into, the folders the study's notebooks read, so trying
+        one does not invalidate a cached step.
+
+        Raises
+        ------
+        ValueError
+            ``name`` is empty or has a folder part.
+        """
+        return self.root / f"exercise_{_plain_name(name, 'exercise')}"
 
     @property
     def notebooks_dir(self) -> Path:

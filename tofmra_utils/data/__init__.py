@@ -8,9 +8,10 @@ phantom or a user's data), with the sizes of a :class:`~tofmra_utils.profiles.Pr
 
 A prepared site lives in one folder (``RunPaths.site(...).root``)::
 
+    preparation.json        the preparation's resumable-unit record (settings, input files, status)
     dataset.json            subjects (absolute file paths), splits, seed, profile, sizes, cache key
     patches/train.npz       PatchSet of the training subjects (site B: the fine-tuning pool)
-    patches/val.npz         PatchSet of the validation subjects (site B: empty)
+    patches/val.npz         PatchSet of the validation subjects
     computed_masks/<id>.nii.gz   brain masks computed when none were given
     images/ labels/ masks/  the phantom's volumes (only when the phantom made them)
 
@@ -27,11 +28,14 @@ the field of view). Patches are cut from the unmasked image, again as inference 
 
 Caching and failure
 -------------------
-``dataset.json`` stores a cache key: a hash of the input files' paths, sizes and modification
-times plus every setting that changes the patches. A second call with the same inputs and
-settings returns at once. All inputs are validated before anything is written; the patch files
-and masks are written atomically, and ``dataset.json`` last, so a failed preparation leaves no
-``dataset.json`` or patch file of its own behind.
+A prepared site is a :class:`~tofmra_utils.resumable.ResumableUnit` whose record is
+``preparation.json``: its settings are every setting that changes the patches plus the input
+files' paths, sizes and modification times, and their fingerprint is also ``dataset.json``'s
+cache key. A second call with the same inputs and settings returns at once; other inputs or
+settings re-prepare, with the unit's one-line message naming the folder and what changed. All
+inputs are validated before anything is written; the patch files and masks are written
+atomically, and ``dataset.json`` last, so a failed preparation leaves no ``dataset.json`` or
+patch file of its own behind.
 
 Modules
 -------

@@ -97,8 +97,9 @@ class SiteDataset:
     subjects
         Subject id -> :class:`Subject`.
     splits
-        ``"train"``, ``"val"``, ``"test"`` -> subject ids (disjoint). Site B: ``"val"`` is empty
-        and ``"train"`` is the fine-tuning pool.
+        ``"train"``, ``"val"``, ``"test"`` -> subject ids (disjoint). Site B: ``"train"`` is the
+        fine-tuning pool and ``"val"`` (``profile.data.site_b_n_val`` subjects) chooses the
+        fine-tuned weights.
     seed
         Seed of the split and the patch sampling.
     info
@@ -157,7 +158,7 @@ class SiteDataset:
         return self.root / self.info["patch_files"][split]
 
     def patches(self, split: str) -> PatchSet:
-        """The patch set of ``"train"`` or ``"val"`` (site B: ``"train"`` is the pool; ``"val"`` is empty)."""
+        """The patch set of ``"train"`` or ``"val"`` (site B: ``"train"`` is the pool; ``"val"`` selects fine-tuned weights)."""
         return PatchSet.load(self.patch_file(split))
 
     def load_subject(self, subject_id: str) -> tuple[Volume, Volume, Volume]:

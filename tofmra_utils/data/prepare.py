@@ -3,17 +3,24 @@
 :func:`prepare_dataset` runs these steps, each a function below:
 
 1. discover the inputs (:func:`~tofmra_utils.data.discover.match_inputs`) and return the cached
-   site when its key matches (:func:`_cache_key`, :func:`_cached`);
+   site when the preparation unit finished with these settings and input files
+   (:func:`_preparation_unit`, :func:`_cached`);
 2. split the subjects (:func:`_split_site`, :func:`split_subjects`);
 3. validate every subject and sample its patches (:func:`_sample_subjects`), writing nothing final;
-4. write computed masks and patch files (:func:`_write_site`), then ``dataset.json`` last.
+4. open the unit (:func:`_open_unit`, the resumable-unit policy: a stored data set made with
+   other settings or inputs is removed, saying what changed), write computed masks and patch
+   files (:func:`_write_site`), then ``dataset.json``, then mark the unit done.
+
+The cache is a :class:`~tofmra_utils.resumable.ResumableUnit` like every trainer's: its record
+``preparation.json`` beside ``dataset.json`` holds the settings (:func:`_settings`) and the input
+files' paths, sizes and modification times (:func:`_volume_files`); their fingerprint is also
+stored in ``dataset.json`` as ``cache_key``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 import zlib
 from collections.abc import Iterable
@@ -25,7 +32,7 @@ import numpy as np
 from ..io import DataError, Volume, save_volume, write_json
 from ..patchset import PatchSet
 from ..profiles import DataConfig, Profile, get_profile
-from ..resumable import fingerprint
+from ..resumable import ResumableUnit
 from .dataset import (
     COMPUTED_MASKS,
     FORMAT_VERSION,
@@ -56,10 +63,10 @@ def split_subjects(ids: Iterable[str], n_val: int, n_test: int, seed: int) -> di
 
 
 def _split_sizes(profile: Profile, site: str) -> tuple[int, int]:
-    """(n_val, n_test) of a site: site A from the profile; site B has no val, its test is site_b_n_test."""
+    """(n_val, n_test) of a site: site A's ``n_val``/``n_test``, site B's ``site_b_n_val``/``site_b_n_test``."""
     if site == "A":
         return profile.data.n_val, profile.data.n_test
-    return 0, profile.data.site_b_n_test
+    return profile.data.site_b_n_val, profile.data.site_b_n_test
 
 
 def _split_site(subjects: list[Subject], settings: dict[str, Any], images_path: Path) -> dict[str, list[str]]:
@@ -75,14 +82,31 @@ def _split_site(subjects: list[Subject], settings: dict[str, Any], images_path: 
 
 
 # ============================================================================ the cache
-def _file_fingerprint(path: Path) -> list[Any]:
-    """[path, size in bytes, mtime in ns]: what the key sees of a file (hashing real volumes would take long)."""
+#: The preparation unit's record, beside ``dataset.json`` (``run.json`` would read as a training run;
+#: a phantom site's folder also holds the phantom unit's ``phantom.json``).
+PREPARATION_RECORD = "preparation.json"
+
+
+def _file_fingerprint(path: Path) -> dict[str, Any]:
+    """Path, size in bytes and mtime in ns: what the cache sees of a file (hashing real volumes would take long).
+
+    A dict, not a list, so a changed file is named key by key in the restart message
+    (``volumes.sub-00.label.mtime_ns ... -> ...``).
+    """
     st = path.stat()
-    return [str(path), st.st_size, st.st_mtime_ns]
+    return {"path": str(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _volume_files(subjects: list[Subject]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Subject id -> ``image``/``label``/``mask`` -> :func:`_file_fingerprint` (a computed mask has no entry)."""
+    return {
+        s.id: {role: _file_fingerprint(p) for role, p in (("image", s.image), ("label", s.label), ("mask", s.mask)) if p is not None}
+        for s in subjects
+    }
 
 
 def _settings(profile: Profile, site: str, seed: int) -> dict[str, Any]:
-    """Every setting that changes what a preparation writes (recorded in ``dataset.json``, hashed in the key)."""
+    """Every setting that changes what a preparation writes (recorded in ``dataset.json`` and the unit's record)."""
     n_val, n_test = _split_sizes(profile, site)
     d = profile.data
     return {
@@ -100,31 +124,50 @@ def _settings(profile: Profile, site: str, seed: int) -> dict[str, Any]:
     }
 
 
-def _cache_key(subjects: list[Subject], settings: dict[str, Any]) -> str:
-    """The :func:`~tofmra_utils.resumable.fingerprint` of the input files' paths, sizes, mtimes and ``settings``."""
-    files = [[s.id] + [_file_fingerprint(p) for p in (s.image, s.label, s.mask) if p is not None] for s in subjects]
-    return fingerprint({"files": files, "settings": settings})
+def _preparation_unit(out_dir: Path, subjects: list[Subject], settings: dict[str, Any]) -> ResumableUnit:
+    """The prepared site in ``out_dir`` as a resumable unit (record :data:`PREPARATION_RECORD`).
+
+    Its settings are ``settings`` plus ``volumes`` (:func:`_volume_files`), so other settings or a
+    touched, added or removed input file restart it with the one resumable-unit message. (The
+    message lists changes by sorted key, at most four: ``volumes`` sorts after every setting, so
+    a changed setting is named before the files it made the phantom rewrite.)
+    It owns what a preparation writes: ``dataset.json``, ``patches/`` and the computed masks,
+    never the input volumes (a phantom site's ``images/``, ``labels/``, ``masks/`` belong to the
+    phantom's unit).
+    """
+    return ResumableUnit(out_dir, {**settings, "volumes": _volume_files(subjects)}, state_name=None,
+                         history_name=None, record_name=PREPARATION_RECORD,
+                         owned=["dataset.json", "patches", COMPUTED_MASKS])
 
 
-def _cached(out_dir: Path, key: str) -> SiteDataset | None:
-    """The prepared data set in ``out_dir`` if its cache key matches and all its files exist."""
-    file = out_dir / "dataset.json"
-    if not file.exists():
+def _cached(unit: ResumableUnit) -> SiteDataset | None:
+    """The prepared data set in the unit's folder if the unit is done with its settings and all its files exist."""
+    if not unit.is_done():
         return None
     try:
-        ds = load_dataset(out_dir)
+        ds = load_dataset(unit.folder)
     except DataError:
-        return None
-    if ds.info.get("cache_key") != key:
-        # the resumable-unit policy: say why the stored data set is replaced
-        print(f"{out_dir}: inputs or settings changed since the stored data set was prepared; preparing it afresh",
-              file=sys.stderr, flush=True)
         return None
     needed = [ds.patch_file(s) for s in PATCH_SPLITS] + [p for s in ds.subjects.values() for p in (s.image, s.label, s.mask) if p]
     if not all(p.exists() for p in needed):
         return None
     ds.from_cache = True
     return ds
+
+
+def _open_unit(unit: ResumableUnit, force: bool) -> None:
+    """Make the folder the unit's before writing: the resumable-unit policy, and one addition.
+
+    Other settings or inputs: the stored data set goes, with the one message naming what
+    changed (:meth:`~tofmra_utils.resumable.ResumableUnit.open`). A ``dataset.json`` without a
+    record (a folder prepared before the record existed) is not trusted either, with the
+    message :meth:`~tofmra_utils.resumable.ResumableUnit.open` gives a trainer's unrecorded
+    files. ``force`` or a done unit whose files are gone starts over quietly, as the phantom's
+    unit does.
+    """
+    if not force and unit.record() is None and (unit.folder / "dataset.json").exists():
+        unit.reset("no record of the settings that made the stored files")
+    unit.open(fresh=force or unit.is_done())
 
 
 # ============================================================================ one subject
@@ -284,11 +327,12 @@ def prepare_dataset(
         :func:`~tofmra_utils.data.sampling.compute_brain_mask` when not given.
     site
         ``"A"``: train/val/test with ``profile.data.n_val`` / ``n_test``. ``"B"``: test =
-        ``site_b_n_test`` subjects, no val, the rest is the fine-tuning pool (``"train"``).
+        ``site_b_n_test`` subjects, val = ``site_b_n_val`` (the transfer sweep's model
+        selection), the rest is the fine-tuning pool (``"train"``).
     seed
         Seed of the split and of the patch sampling (default: the profile's seed).
     force
-        Rebuild even when ``dataset.json`` has a matching cache key.
+        Rebuild even when the stored data set was prepared with these settings and inputs.
     source
         Provenance stored in ``dataset.json`` (the phantom passes its settings).
     progress
@@ -297,6 +341,15 @@ def prepare_dataset(
     Returns
     -------
     SiteDataset (``from_cache`` says whether it was read from the cache).
+
+    Notes
+    -----
+    The cache is a :class:`~tofmra_utils.resumable.ResumableUnit` (record ``preparation.json``,
+    see the module docstring). With other settings or input files the stored data set is removed
+    once every subject of the new one is validated and sampled, with one line on standard error
+    naming the folder and what changed, e.g. ``<out>: settings changed since the stored run
+    (patches_per_subject 20 -> 10); starting afresh``. A preparation that fails leaves the
+    folder as it was.
 
     Raises
     ------
@@ -319,15 +372,19 @@ def prepare_dataset(
 
     subjects = match_inputs(images_path, labels_path, masks_path)
     settings = _settings(prof, site, seed)
-    key = _cache_key(subjects, settings)
+    unit = _preparation_unit(out, subjects, settings)
+    key = unit.fingerprint
     if not force:
-        cached = _cached(out, key)
+        cached = _cached(unit)
         if cached is not None:
             return cached
 
     splits = _split_site(subjects, settings, images_path)
     staging = out / f".{COMPUTED_MASKS}.partial-{os.getpid()}"
     subject_info, per_split, staged = _sample_subjects(subjects, splits, prof.data, seed, site, staging, progress)
+    # The unit opens only now, with every subject valid: a preparation that fails on a bad
+    # subject leaves the folder as it was (a stored data set and its record included).
+    _open_unit(unit, force)
     meta = {"site": site, "profile": prof.name, "seed": seed, "source": str(images_path), "cache_key": key}
     patch_sets = _patch_sets(per_split, meta, prof.data.patch_size)
     # Only now, with every subject valid, is anything final written.
@@ -353,4 +410,6 @@ def prepare_dataset(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     write_json(out / "dataset.json", info)
+    # Done last: a crash before this line leaves the unit "running", which the next call redoes.
+    unit.finish({"sizes": info["sizes"], "seconds": info["seconds"]})
     return load_dataset(out)

@@ -83,9 +83,9 @@ def final_samples_figure(ctx: Any, name: str, result: GanTrainResult, n: int = 1
     image, label = fixed_noise_pairs(result.checkpoint, device=ctx.device)
     image, label = image[:n], label[:n]
     fig = patch_grid(image, label, ncols=8, title=f"{name}: final samples from the fixed noise, labels in red")
-    save_figure(fig, ctx.paths.results_dir / f"{name}_samples_overlay.png")
+    save_figure(fig, ctx.paths.figure_file(f"{name}_samples_overlay.png"))
     fig = patch_grid(image, label, ncols=8, title=f"{name}: the same pairs, label below its image", show_labels="below")
-    save_figure(fig, ctx.paths.results_dir / f"{name}_samples_below.png")
+    save_figure(fig, ctx.paths.figure_file(f"{name}_samples_below.png"))
     return fig
 
 
@@ -104,7 +104,7 @@ def real_vs_synthetic(ctx: Any, name: str, train: PatchSet, synthetic: PatchSet)
     stats = compare_sets({"real": train, name: synthetic})
     fig = intensity_histograms({"real": (train.image, train.label), name: (synthetic.image, synthetic.label)},
                                title="intensity inside and outside the labels")
-    save_figure(fig, ctx.paths.results_dir / f"{name}_histograms.png")
+    save_figure(fig, ctx.paths.figure_file(f"{name}_histograms.png"))
     return stats, fig
 
 
