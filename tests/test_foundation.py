@@ -14,6 +14,7 @@ from tofmra_utils.checkpoint import load_checkpoint, save_checkpoint, strip_modu
 from tofmra_utils.io import DataError, atomic_path, load_volume, save_volume, write_json
 from tofmra_utils.patchset import KIND_SYNTHETIC, PatchSet
 from tofmra_utils.profiles import GAN_NAMES, PROFILES, UnknownProfileError, get_profile
+from tofmra_utils.runs import RunPaths
 from tofmra_utils.seeding import get_rng_state, set_rng_state
 
 
@@ -54,7 +55,7 @@ def test_paper_profile_holds_the_study_settings():
         128, 1e-4, (0.0, 0.9), 300, 200, 5, 10.0)
     assert sn == gp
     assert (p.unet.base_width, p.unet.depth, p.unet.lr, p.unet.epochs) == (64, 4, 1e-4, 10)
-    assert p.transfer.n_subjects == tuple(range(1, 16))
+    assert p.transfer.n_subjects == tuple(range(0, 16))  # the study's 1..15, and 0: site-A weights as they are
 
 
 # ----------------------------------------------------------------------------- io
@@ -183,3 +184,38 @@ def test_setup_notebook_resolves_environment_and_records(tmp_path, monkeypatch):
     assert explicit.profile.name == "course" and explicit.paths.root.name == "other"
     with pytest.raises(DataError, match="file not found"):
         ctx.recorded("01_never_ran")
+
+
+# ----------------------------------------------------------------------------- run folder layout
+def test_run_paths_figure_table_and_exercise_names(tmp_path):
+    paths = RunPaths(tmp_path / "run")
+    results = (tmp_path / "run" / "results").resolve()
+    # the notebooks' file names stay exactly as given (the book and README refer to them)
+    assert paths.figure_file("dcgan_losses.png") == results / "dcgan_losses.png"
+    assert paths.figure_file("unet_errors_real.png") == results / "unet_errors_real.png"
+    assert paths.table_file("unet_synthetic_vs_real.csv") == results / "unet_synthetic_vs_real.csv"
+    assert paths.exercise_dir("random_only") == (tmp_path / "run" / "exercise_random_only").resolve()
+    assert not (tmp_path / "run").exists(), "asking for a path creates nothing"
+
+
+@pytest.mark.parametrize(
+    "method, name, problem",
+    [
+        ("figure_file", "losses.csv", "end in '.png'"),
+        ("figure_file", "losses", "end in '.png'"),
+        ("figure_file", ".png", "end in '.png'"),
+        ("figure_file", "sub/losses.png", "without a folder part"),
+        ("figure_file", "../losses.png", "without a folder part"),
+        ("figure_file", "/tmp/losses.png", "without a folder part"),
+        ("table_file", "summary.png", "end in '.csv'"),
+        ("table_file", "a\\b.csv", "without a folder part"),
+        ("table_file", "", "non-empty"),
+        ("exercise_dir", "..", "without a folder part"),
+        ("exercise_dir", "a/b", "without a folder part"),
+        ("exercise_dir", "", "non-empty"),
+    ],
+)
+def test_run_paths_refuse_names_that_leave_the_layout(tmp_path, method, name, problem):
+    with pytest.raises(ValueError, match=problem.replace(".", r"\.")) as info:
+        getattr(RunPaths(tmp_path), method)(name)
+    assert repr(name) in str(info.value), "the message names the offending name"

@@ -20,7 +20,8 @@ def fake_summary(dsc_real: float = 0.88, gain: float = 0.05) -> dict:
             "06_transfer_learning": {"results": {
                 "n_small": 1, "n_large": 10, "n_seeds": 3, "scratch_dsc_small": 0.7, "scratch_dsc_small_sd": 0.04,
                 "synthetic_dsc_small": 0.75, "synthetic_dsc_small_sd": 0.02,
-                "synthetic_gain_dsc_small": gain, "synthetic_gain_dsc_small_sd": 0.03}},
+                "synthetic_gain_dsc_small": gain, "synthetic_gain_dsc_small_sd": 0.03,
+                "synthetic_gain_dsc_large": 0.01, "synthetic_gain_dsc_large_sd": 0.02}},
         },
     }
 
@@ -44,7 +45,8 @@ def test_results_markdown_names_its_run():
 def test_comparison_says_whether_a_difference_is_within_the_spread():
     text = comparison_markdown(fake_summary(0.88), fake_summary(0.905, gain=0.02))
     assert "| U-net trained on real patches: test DSC | 0.880 | 0.905 | +0.025 | 0.010 | no |" in text
-    assert "| site B, 1 subject(s): gain of synthetic pretraining (DSC) | 0.050 | 0.020 | -0.030 | 0.030 | no |" in text
+    assert "| site B, 1 subject: gain of synthetic pretraining (DSC) | 0.050 | 0.020 | -0.030 | 0.030 | no |" in text
+    assert "| site B, 10 subjects: gain of synthetic pretraining (DSC) | 0.010 | 0.010 | +0.000 | 0.020 | yes |" in text
     assert "| U-net trained on WGAN-GP-SN synthetic patches: test DSC | 0.800 | 0.800 | +0.000 | 0.030 | yes |" in text
 
 

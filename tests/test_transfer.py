@@ -31,24 +31,26 @@ from tofmra_utils.transfer import (
 )
 
 POOL = [f"B{i:02d}" for i in range(8)]
+VAL = ["V0", "V1"]
 TEST = ["T0", "T1", "T2"]
 
 
 class FakeDataset:
-    """What the sweep uses of a SiteDataset: splits, pool patches, a root."""
+    """What the sweep uses of a SiteDataset: splits, pool and validation patches, a root."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, val: list[str] = VAL) -> None:
         self.root = root
-        self.splits = {"train": list(POOL), "val": [], "test": list(TEST)}
+        self.splits = {"train": list(POOL), "val": list(val), "test": list(TEST)}
         self.patch_calls = 0
 
     def patches(self, split: str) -> PatchSet:
-        assert split == "train"
-        self.patch_calls += 1
-        n = 4 * len(POOL)
+        assert split in ("train", "val")
+        self.patch_calls += split == "train"
+        ids = POOL if split == "train" else self.splits["val"]
+        n = 4 * len(ids)
         return PatchSet(
             image=np.zeros((n, 8, 8), np.float32), label=np.zeros((n, 8, 8), np.uint8),
-            subject=np.repeat(POOL, 4), kind=np.zeros(n, np.uint8), centre=np.zeros((n, 3), np.int32),
+            subject=np.repeat(ids, 4), kind=np.zeros(n, np.uint8), centre=np.zeros((n, 3), np.int32),
         )
 
 
@@ -61,21 +63,26 @@ class FakeBackend:
         self.fail_after = fail_after
 
     def train_unet(self, train, val, config, out_dir, seed, device=None, init_checkpoint=None, freeze_encoder=False,
-                   max_steps=None, lr=None, batch_size=None, progress=True):
+                   max_steps=None, lr=None, batch_size=None, progress=True, val_every=None):
         if self.fail_after is not None and len(self.calls) >= self.fail_after:
             raise KeyboardInterrupt  # what a user's Ctrl-C looks like mid-sweep
         subjects = sorted(set(train.subject.tolist()))
         self.calls.append(dict(subjects=subjects, seed=seed, init=init_checkpoint, freeze=freeze_encoder,
-                               steps=max_steps, lr=lr, batch_size=batch_size, val=val, out_dir=Path(out_dir)))
+                               steps=max_steps, lr=lr, batch_size=batch_size, val=val, val_every=val_every,
+                               out_dir=Path(out_dir)))
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         ckpt = Path(out_dir) / "best.pt"
         ckpt.write_text("weights")
-        info = {"n": len(subjects), "pretrained": init_checkpoint is not None}
+        info = {"n": len(subjects), "pretrained": init_checkpoint is not None, "step": max_steps}
         ckpt.with_suffix(".info").write_text(repr(info))
-        return SimpleNamespace(checkpoint=ckpt, history=pd.DataFrame(), best_val_dice=None, seconds=0.5)
+        best = None if val is None else 0.6
+        return SimpleNamespace(checkpoint=ckpt, history=pd.DataFrame(), best_val_dice=best, seconds=0.5)
 
     def load_unet(self, checkpoint, device=None):
-        return "model", eval(Path(checkpoint).with_suffix(".info").read_text())
+        info_file = Path(checkpoint).with_suffix(".info")
+        if not info_file.exists():  # a pretrained site-A checkpoint applied as it is (n = 0)
+            return "model", {"n": 0, "pretrained": True}
+        return "model", eval(info_file.read_text())
 
     def evaluate_subjects(self, model, info, dataset, split="test", mode="tiles", threshold=0.5, device=None):
         assert split == "test"
@@ -92,9 +99,11 @@ class FakeBackend:
         return UnetBackend(self.train_unet, self.load_unet, self.evaluate_subjects)
 
 
-def small_profile(steps: int = 3):
+def small_profile(steps: int = 3, per_subject: int = 0, n_subjects=(1, 3)):
+    """Smoke with a sweep of n = 1, 3 and 2 seeds; ``steps`` per run (growing by ``per_subject`` x n)."""
     p = get_profile("smoke")
-    return dataclasses.replace(p, transfer=dataclasses.replace(p.transfer, n_subjects=(1, 3), seeds=(0, 1), steps=steps))
+    return dataclasses.replace(p, transfer=dataclasses.replace(
+        p.transfer, n_subjects=n_subjects, seeds=(0, 1), min_steps=steps, steps_per_subject=per_subject))
 
 
 def fake_checkpoints(tmp_path: Path) -> dict[str, Path | None]:
@@ -135,8 +144,12 @@ def test_sweep_runs_every_cell_with_the_same_budget(tmp_path):
     assert len(fake.calls) == n_runs and len(df) == n_runs * len(TEST)
     assert list(df.columns) == list(RESULT_COLUMNS)
     assert {(c["steps"], c["lr"], c["batch_size"]) for c in fake.calls} == {
-        (profile.transfer.steps, profile.transfer.lr, profile.transfer.batch_size)}
-    assert all(c["val"] is None for c in fake.calls)
+        (profile.transfer.min_steps, profile.transfer.lr, profile.transfer.batch_size)}
+    # every run is selected on the site-B validation subjects' patches, never on a test subject
+    assert all(sorted(set(c["val"].subject)) == VAL for c in fake.calls)
+    assert {c["val_every"] for c in fake.calls} == {-(-profile.transfer.min_steps // profile.transfer.val_checks)}
+    stored = read_json(tmp_path / "transfer" / "results" / "synthetic-full-n03-s1.json")
+    assert stored["settings"]["val_subjects"] == VAL and stored["result"]["selection"]["best_val_dice"] == 0.6
     assert fake.eval_modes == [profile.transfer.eval_mode] * n_runs  # every run scored the profile's way
     # frozen encoder only for the pretrained arms, and the right initial weights
     for _, row in df.drop_duplicates(["arm", "finetune", "n_subjects", "seed"]).iterrows():
@@ -210,6 +223,52 @@ def test_a_run_killed_before_its_result_is_trained_again(tmp_path):
     assert read_json(record)["status"] == "done"
 
 
+def test_budget_grows_with_n_and_is_the_same_for_every_arm(tmp_path):
+    profile = small_profile(steps=4, per_subject=3)
+    fake = FakeBackend()
+    run_transfer_sweep(FakeDataset(tmp_path), profile, tmp_path / "t", fake_checkpoints(tmp_path), progress=False,
+                       backend=fake.backend())
+    steps = {}
+    for c in fake.calls:
+        steps.setdefault(len(c["subjects"]), set()).add(c["steps"])
+    assert steps == {1: {4}, 3: {9}}  # max(4, 3 n): grows with n, one value for all arms
+    assert transfer.steps_by_n(profile) == {1: 4, 3: 9}
+    capped = dataclasses.replace(profile.transfer, max_steps=6)
+    assert [capped.steps_for(n) for n in (0, 1, 3)] == [0, 4, 6]
+
+
+def test_n0_applies_the_site_a_weights_without_training(tmp_path):
+    profile = small_profile(n_subjects=(0, 1))
+    fake, ckpts = FakeBackend(), fake_checkpoints(tmp_path)
+    df = run_transfer_sweep(FakeDataset(tmp_path), profile, tmp_path / "t", ckpts, progress=False,
+                            backend=fake.backend())
+    n0 = df[df.n_subjects == 0]
+    # one run per pretrained arm (nothing random to repeat), no training, its own "finetune"
+    assert sorted(n0.drop_duplicates("arm").arm) == ["real", "synthetic"] and set(n0.finetune) == {"none"}
+    assert set(n0.seed) == {0} and (n0.train_seconds == 0).all() and set(n0.subjects_drawn.fillna("")) == {""}
+    assert all(len(c["subjects"]) == 1 for c in fake.calls)  # only the n = 1 runs trained
+    assert n0.dsc.mean() == pytest.approx(0.5 + 0.2 + 0.01)  # the fake scores the init weights (n = 0)
+    s = summarize_transfer(df)
+    assert transfer.summary_value(s, "synthetic", 0, finetune="none") == pytest.approx(0.71)
+    assert list(transfer.pretraining_gain(df).n_subjects) == [1]  # no scratch at n = 0, no gain there
+    fig = __import__("tofmra_utils.plots", fromlist=["transfer_curves"]).transfer_curves(s)
+    assert any(line.get_label() == "synthetic (not fine-tuned)" for line in fig.axes[0].lines)
+    with pytest.raises(ValueError, match=">= 0"):
+        plan_runs(["scratch"], ["full"], [-1], [0])
+
+
+def test_selection_rule_names_the_validation_subjects(tmp_path):
+    profile = get_profile("course")
+    assert transfer.selection_rule(FakeDataset(tmp_path), profile) == (
+        f"best Dice on the patches of 2 site-B validation subjects, checked {profile.transfer.val_checks} times per run")
+    without = FakeDataset(tmp_path, val=[])
+    assert transfer.selection_rule(without, profile).startswith("final weights")
+    fake = FakeBackend()
+    run_transfer_sweep(without, small_profile(), tmp_path / "t", {"scratch": None}, progress=False,
+                       backend=fake.backend())
+    assert all(c["val"] is None for c in fake.calls)
+
+
 def test_pool_too_small_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="pool has 8 subjects, the sweep needs 9"):
         run_transfer_sweep(FakeDataset(tmp_path), small_profile(), tmp_path / "t", {"scratch": None},
@@ -261,10 +320,28 @@ def test_pretraining_gain_is_paired_and_the_sentence_reports_it(tmp_path):
     assert g1.gain_mean == pytest.approx((0.2 + (0.2 - 0.3)) / 2) and g1.seeds_positive == 1 and g1.n_seeds == 2
     assert gain.iloc[1].gain_mean == pytest.approx(0.2) and gain.iloc[1].seeds_positive == 2
     text = transfer.gain_sentence(gain)
-    assert "With 1 site-B subject, synthetic pretraining helps: DSC +0.050" in text
+    assert "With 1 site-B subject, synthetic pretraining is not measured well enough to tell" in text
+    assert "DSC +0.050 ± 0.212" in text
     assert "better in 1 of 2" in text and "3 site-B subjects" in text
-    worse = gain.assign(gain_mean=-gain.gain_mean)
-    assert "does not help" in transfer.gain_sentence(worse)
+    assert "not measured well enough" in text  # 2 seeds make no finding
+    assert "Too few seeds to say how the gain changes with n." in text
+
+
+def _gain(rows):
+    return pd.DataFrame(rows, columns=["n_subjects", "gain_mean", "gain_sd", "n_seeds", "seeds_positive"])
+
+
+def test_gain_verdicts_need_three_seeds_and_a_mean_beyond_the_spread():
+    shrinking = _gain([(1, 0.10, 0.02, 3, 3), (10, 0.01, 0.02, 3, 2)])
+    text = transfer.gain_sentence(shrinking)
+    assert "With 1 site-B subject, synthetic pretraining helps: DSC +0.100 ± 0.020" in text
+    assert "with 10 site-B subjects, synthetic pretraining makes no clear difference" in text
+    assert "The gain shrinks as site-B data grow (-0.090 from n=1 to n=10), as in the study." in text
+    hurting = _gain([(1, -0.10, 0.02, 3, 0), (10, 0.05, 0.02, 3, 3)])
+    text = transfer.gain_sentence(hurting)
+    assert "pretraining hurts" in text and "The gain grows with more site-B data (+0.150)" in text
+    flat = _gain([(1, 0.03, 0.05, 4, 3), (10, 0.02, 0.05, 4, 3)])
+    assert "does not change beyond the seeds' spread" in transfer.gain_sentence(flat)
 
 
 def test_transfer_figures(tmp_path):

@@ -289,6 +289,9 @@ def transfer_curves(
 ) -> Figure:
     """Metric vs number of site-B training subjects, mean line and ± sd band over seeds per arm.
 
+    Rows with fine-tuning ``"none"`` (``n = 0``: site-A weights applied as they are) are drawn
+    as single stars at ``n = 0``.
+
     Parameters
     ----------
     summary
@@ -308,6 +311,9 @@ def transfer_curves(
             mean = grp[f"{metric}_mean"].to_numpy(dtype=float)
             sd = np.nan_to_num(grp[f"{metric}_sd"].to_numpy(dtype=float))
             colour = _ARM_COLOURS.get(arm)
+            if ft == "none":  # n = 0: the site-A weights as they are, one point per arm
+                ax.plot(x, mean, linestyle="none", marker="*", ms=10, color=colour, label=f"{arm} (not fine-tuned)")
+                continue
             ax.plot(x, mean, _FINETUNE_STYLES.get(ft, "-"), marker="o", ms=4, color=colour, label=f"{arm} ({ft})")
             ax.fill_between(x, mean - sd, mean + sd, color=colour, alpha=0.12, linewidth=0)
         ax.set_xlabel("site-B training subjects")

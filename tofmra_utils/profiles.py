@@ -58,7 +58,11 @@ class DataConfig:
     site_b_subjects
         Number of phantom subjects of site B (the transfer-learning site).
     site_b_n_test
-        Site B subjects held out as its test set; the others form the fine-tuning pool.
+        Site B subjects held out as its test set.
+    site_b_n_val
+        Site B subjects held out to choose the fine-tuned weights (model selection in the
+        transfer sweep; never the test subjects). The rest form the fine-tuning pool. The study
+        does not say how its transfer runs were selected; this is our choice.
     volume_shape
         Phantom site A volume shape in voxels (x, y, z), z is the axial (slice) axis.
         Site B covers the same field of view at its own spacing.
@@ -80,6 +84,7 @@ class DataConfig:
     patch_size: int
     patches_per_subject: int
     vessel_patch_fraction: float = 0.5
+    site_b_n_val: int = 0
 
     @property
     def n_train(self) -> int:
@@ -89,7 +94,7 @@ class DataConfig:
     @property
     def site_b_pool(self) -> int:
         """Site B subjects available for fine-tuning."""
-        return self.site_b_subjects - self.site_b_n_test
+        return self.site_b_subjects - self.site_b_n_test - self.site_b_n_val
 
 
 @dataclass(frozen=True)
@@ -209,11 +214,18 @@ class TransferConfig:
     Attributes
     ----------
     n_subjects
-        Numbers of site B training subjects to sweep (study: 1..15).
+        Numbers of site B training subjects to sweep (study: 1..15). ``0`` adds the site-A
+        U-nets applied to site B as they are (no fine-tuning; pretrained arms only).
     seeds
         Repetitions per (arm, n); each draws its own subjects and initialization.
-    steps
-        Optimizer steps per run, the same for every arm (same budget).
+    steps_per_subject, min_steps, max_steps
+        The step budget of a run with ``n`` subjects, the same for every arm:
+        ``max(min_steps, steps_per_subject * n)``, capped at ``max_steps`` when set
+        (:meth:`steps_for`). It grows with the data, so more subjects are not starved of
+        passes over their patches.
+    val_checks
+        Validations per run on the site-B validation subjects' patches; the weights with the
+        best validation Dice are the ones evaluated (model selection, never on test subjects).
     lr, batch_size
         Fine-tuning optimizer settings.
     pretrained_gan
@@ -231,13 +243,23 @@ class TransferConfig:
 
     n_subjects: tuple[int, ...]
     seeds: tuple[int, ...]
-    steps: int
+    steps_per_subject: int
+    min_steps: int
     lr: float
     batch_size: int
+    max_steps: int | None = None
+    val_checks: int = 5
     pretrained_gan: str = "wgan_gp_sn"
     arms: tuple[str, ...] = ("scratch", "synthetic", "real")
     finetunes: tuple[str, ...] = ("full", "frozen_encoder")
     eval_mode: str = "sliding"
+
+    def steps_for(self, n: int) -> int:
+        """Optimizer steps of a run fine-tuning on ``n`` subjects (0 for ``n = 0``: no training)."""
+        if n <= 0:
+            return 0
+        steps = max(self.min_steps, self.steps_per_subject * int(n))
+        return min(steps, self.max_steps) if self.max_steps else steps
 
 
 @dataclass(frozen=True)
@@ -278,8 +300,9 @@ SMOKE = Profile(
         site_a_subjects=6,
         n_val=1,
         n_test=2,
-        site_b_subjects=4,
+        site_b_subjects=5,
         site_b_n_test=2,
+        site_b_n_val=1,
         volume_shape=(64, 64, 24),
         patch_size=32,
         patches_per_subject=64,
@@ -293,7 +316,8 @@ SMOKE = Profile(
         init_std=0.02,
     ),
     unet=UnetConfig(base_width=4, depth=4, dropout=0.1, batch_size=32, epochs=1, lr=1e-3, max_steps=10),
-    transfer=TransferConfig(n_subjects=(1, 2), seeds=(0,), steps=5, lr=1e-3, batch_size=16),
+    transfer=TransferConfig(n_subjects=(0, 1, 2), seeds=(0,), steps_per_subject=3, min_steps=5, lr=1e-3, batch_size=16,
+                            val_checks=2),
 )
 
 COURSE = Profile(
@@ -304,8 +328,9 @@ COURSE = Profile(
         site_a_subjects=16,
         n_val=2,
         n_test=4,
-        site_b_subjects=14,
+        site_b_subjects=16,
         site_b_n_test=4,
+        site_b_n_val=2,
         volume_shape=(128, 128, 48),
         patch_size=32,
         patches_per_subject=400,
@@ -326,11 +351,11 @@ COURSE = Profile(
     # 1e-4 so a few hundred steps suffice (1e-3 sometimes collapses to an all-background output within
     # 100 steps). Width 8 collapsed to background on the course data; width 12 is only 20 % faster.
     unet=UnetConfig(base_width=16, depth=4, dropout=0.1, batch_size=32, epochs=4, lr=5e-4, max_steps=400),
-    # GANs 30/12 epochs, U-net 500 steps and 40 transfer runs of 150 steps (frozen encoder too) took
-    # 36 minutes on the 2-core reference machine; hence these budgets. Transfer: 3 arms x 4 n x 2
-    # seeds = 24 runs of 100 steps, full fine-tuning only.
-    transfer=TransferConfig(n_subjects=(1, 2, 5, 10), seeds=(0, 1), steps=100, lr=5e-4, batch_size=32,
-                            finetunes=("full",)),
+    # Transfer: scratch vs synthetic-pretrained, n = 0 (no fine-tuning), 1, 3, 10 site-B subjects,
+    # 3 seeds, full fine-tuning only; a budget of max(80, 25 n) steps (about 6 passes over the
+    # patches at n = 1 and 2 at n = 10), the weights chosen on 2 site-B validation subjects.
+    transfer=TransferConfig(n_subjects=(0, 1, 3, 10), seeds=(0, 1, 2), steps_per_subject=25, min_steps=80, lr=5e-4,
+                            batch_size=32, arms=("scratch", "synthetic"), finetunes=("full",)),
 )
 
 PAPER = Profile(
@@ -341,8 +366,9 @@ PAPER = Profile(
         site_a_subjects=66,
         n_val=11,
         n_test=14,
-        site_b_subjects=20,
+        site_b_subjects=22,
         site_b_n_test=5,
+        site_b_n_val=2,
         volume_shape=(256, 256, 100),
         patch_size=96,
         patches_per_subject=1000,
@@ -357,7 +383,8 @@ PAPER = Profile(
     unet=UnetConfig(base_width=64, depth=4, dropout=0.1, batch_size=64, epochs=10, lr=1e-4, inference_batch=512,
                     weight_init="glorot", max_grad_norm=None),
     transfer=TransferConfig(
-        n_subjects=tuple(range(1, 16)), seeds=(0, 1, 2), steps=2000, lr=1e-4, batch_size=64
+        n_subjects=tuple(range(0, 16)), seeds=(0, 1, 2), steps_per_subject=160, min_steps=500, lr=1e-4,
+        batch_size=64, val_checks=10,
     ),
 )
 
@@ -387,7 +414,8 @@ def profile_table():
 
     rows = {
         "site A subjects (train/val/test)": lambda p: f"{p.data.site_a_subjects} ({p.data.n_train}/{p.data.n_val}/{p.data.n_test})",
-        "site B subjects (pool/test)": lambda p: f"{p.data.site_b_subjects} ({p.data.site_b_pool}/{p.data.site_b_n_test})",
+        "site B subjects (pool/val/test)": lambda p: (f"{p.data.site_b_subjects} ({p.data.site_b_pool}/"
+                                                     f"{p.data.site_b_n_val}/{p.data.site_b_n_test})"),
         "phantom volume (voxels)": lambda p: "x".join(map(str, p.data.volume_shape)),
         "patch size (px)": lambda p: p.data.patch_size,
         "patches per subject": lambda p: p.data.patches_per_subject,
@@ -398,6 +426,7 @@ def profile_table():
         "U-net base width": lambda p: p.unet.base_width,
         "U-net epochs (step cap)": lambda p: f"{p.unet.epochs} ({p.unet.max_steps or 'none'})",
         "transfer: site-B subjects n": lambda p: ", ".join(map(str, p.transfer.n_subjects)),
-        "transfer: seeds x steps": lambda p: f"{len(p.transfer.seeds)} x {p.transfer.steps}",
+        "transfer: seeds, steps at n": lambda p: (f"{len(p.transfer.seeds)}, max({p.transfer.min_steps}, "
+                                                  f"{p.transfer.steps_per_subject} n)"),
     }
     return pd.DataFrame({name: [fn(p) for fn in rows.values()] for name, p in PROFILES.items()}, index=list(rows))

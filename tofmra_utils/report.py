@@ -72,9 +72,11 @@ def headlines(summary: dict[str, Any]) -> list[Headline]:
                     study = STUDY_TL_ONE_PATIENT[arm][0] if n == 1 else None
                     out.append(Headline(f"site B, {n} subject{'s' if n != 1 else ''}, {label}: test DSC", tl[key],
                                         tl.get(f"{key}_sd"), over_seeds, study))
-        if tl.get("synthetic_gain_dsc_small") is not None:
-            out.append(Headline(f"site B, {tl.get('n_small')} subject(s): gain of synthetic pretraining (DSC)",
-                                tl["synthetic_gain_dsc_small"], tl.get("synthetic_gain_dsc_small_sd"), over_seeds))
+        for size in ("small", "large"):
+            n = tl.get(f"n_{size}")
+            if tl.get(f"synthetic_gain_dsc_{size}") is not None:
+                out.append(Headline(f"site B, {n} subject{'s' if n != 1 else ''}: gain of synthetic pretraining (DSC)",
+                                    tl[f"synthetic_gain_dsc_{size}"], tl.get(f"synthetic_gain_dsc_{size}_sd"), over_seeds))
     return out
 
 

@@ -18,10 +18,14 @@ The sweep here runs every combination of
     ``n`` site-B pool subjects drawn per seed: one permutation of the pool per seed, the first
     ``n`` taken, so the draws are nested in ``n`` within a seed (less noise along the curve) and
     independent between seeds. Every arm sees the same subjects for the same ``(n, seed)``, and
-    the same training seed, so arms are compared pairwise.
+    the same training seed, so arms are compared pairwise. ``n = 0`` is the site-A U-net of a
+    pretrained arm applied to site B as it is (fine-tuning ``"none"``, one run: nothing random).
 
-Every run has the same budget: ``profile.transfer.steps`` optimizer steps at
-``profile.transfer.lr`` with ``profile.transfer.batch_size``. Each finished run is evaluated on
+Every arm trains by the same rule: ``profile.transfer.steps_for(n)`` optimizer steps (a budget
+that grows with the number of subjects) at ``profile.transfer.lr`` with
+``profile.transfer.batch_size``, validated ``profile.transfer.val_checks`` times on the patches of
+the site-B validation subjects; the weights with the best validation Dice are kept (model
+selection never sees a test subject; see :func:`selection_rule`). Each finished run is evaluated on
 the site-B test volumes and leaves ``<transfer_dir>/results/<key>.json``, the record of a
 :class:`~tofmra_utils.resumable.ResumableUnit` (settings, fingerprint, status, the result rows);
 ``results.csv`` (one row per run and test subject) is rewritten atomically from those records
@@ -57,6 +61,8 @@ __all__ = [
     "TransferRun",
     "plan_runs",
     "draw_subjects",
+    "selection_rule",
+    "steps_by_n",
     "pretrained_checkpoints",
     "find_unet_checkpoint",
     "run_transfer_sweep",
@@ -75,6 +81,8 @@ __all__ = [
 ARMS: tuple[str, ...] = ("scratch", "synthetic", "real")
 #: Fine-tuning variants of the pretrained arms.
 FINETUNES: tuple[str, ...] = ("full", "frozen_encoder")
+#: The fine-tuning "variant" of the ``n = 0`` runs: the site-A weights as they are.
+NO_FINETUNE = "none"
 #: Columns of ``results.csv`` (one row per run and site-B test subject).
 RESULT_COLUMNS: tuple[str, ...] = (
     "arm", "finetune", "n_subjects", "seed", "subjects_drawn", "subject", "dsc", "hd95_mm", "hd95_study",
@@ -107,12 +115,19 @@ def plan_runs(
     """All runs of a sweep, ordered by n, seed, arm, variant (so partial sweeps cover small n first).
 
     ``scratch`` gets only ``full`` fine-tuning (there is no pretrained encoder to freeze).
+    ``n = 0`` gives one run per pretrained arm, fine-tuning :data:`NO_FINETUNE`, under the first
+    seed (applying fixed weights draws nothing at random).
     """
     unknown = [a for a in arms if a not in ARMS] + [f for f in finetunes if f not in FINETUNES]
     if unknown:
         raise ValueError(f"unknown arm/fine-tuning variant {unknown}; choose arms from {ARMS}, variants from {FINETUNES}")
+    if any(int(n) < 0 for n in n_subjects) or not seeds:
+        raise ValueError(f"n_subjects must be >= 0 and seeds not empty, got {tuple(n_subjects)} and {tuple(seeds)}")
     runs = []
     for n in n_subjects:
+        if int(n) == 0:
+            runs += [TransferRun(arm, NO_FINETUNE, 0, int(seeds[0])) for arm in arms if arm != "scratch"]
+            continue
         for seed in seeds:
             for arm in arms:
                 for ft in ("full",) if arm == "scratch" else finetunes:
@@ -123,9 +138,12 @@ def plan_runs(
 def draw_subjects(pool: Sequence[str], n: int, seed: int, base_seed: int = 0) -> list[str]:
     """The ``n`` pool subjects of repetition ``seed``: the first ``n`` of a seed-specific permutation.
 
-    Nested in ``n`` for a fixed seed; independent between seeds; independent of the arm.
+    Nested in ``n`` for a fixed seed; independent between seeds; independent of the arm. ``n = 0``
+    draws nobody.
     """
     pool = sorted(pool)
+    if n == 0:
+        return []
     if not 1 <= n <= len(pool):
         raise ValueError(f"cannot draw {n} subjects from a pool of {len(pool)}")
     order = np.random.default_rng([base_seed, seed]).permutation(len(pool))
@@ -174,13 +192,39 @@ def _default_backend() -> UnetBackend:
 
 
 # ----------------------------------------------------------------------------- the sweep
-def _run_settings(run: TransferRun, drawn: list[str], init: Path | None, profile: Profile) -> dict[str, Any]:
+def selection_rule(dataset: Any, profile: Profile) -> str:
+    """What chooses each fine-tuned model's weights, in words (recorded in ``summary.json``).
+
+    Site-B validation subjects when the data set has them (never the test subjects), else the
+    final weights.
+    """
+    val = list(dataset.splits.get("val", []))
+    if not val:
+        return "final weights (site B has no validation subjects)"
+    return (f"best Dice on the patches of {len(val)} site-B validation subject{'s' if len(val) > 1 else ''}, "
+            f"checked {profile.transfer.val_checks} times per run")
+
+
+def steps_by_n(profile: Profile, n_subjects: Sequence[int] | None = None) -> dict[int, int]:
+    """Optimizer steps per run for each ``n`` of the sweep (``profile.transfer.steps_for``)."""
+    t = profile.transfer
+    return {int(n): t.steps_for(int(n)) for n in (n_subjects if n_subjects is not None else t.n_subjects)}
+
+
+def _val_every(steps: int, checks: int) -> int:
+    return max(1, -(-steps // max(1, checks)))
+
+
+def _run_settings(run: TransferRun, drawn: list[str], init: Path | None, profile: Profile,
+                  val_subjects: list[str]) -> dict[str, Any]:
     """What a stored result must match to be reused."""
     t = profile.transfer
+    steps = t.steps_for(run.n_subjects)
     return {
-        "steps": t.steps, "lr": t.lr, "batch_size": t.batch_size, "eval_mode": t.eval_mode, "subjects_drawn": drawn,
+        "steps": steps, "lr": t.lr, "batch_size": t.batch_size, "eval_mode": t.eval_mode, "subjects_drawn": drawn,
         "init_checkpoint": None if init is None else str(init), "unet": profile.to_dict()["unet"],
         "train_seed": _train_seed(profile.seed, run.seed, run.n_subjects),
+        "val_subjects": val_subjects if steps else [], "val_every": _val_every(steps, t.val_checks) if steps else None,
     }
 
 
@@ -190,27 +234,36 @@ def _result_unit(results_dir: Path, run: TransferRun, settings: dict[str, Any]) 
 
 
 def _one_run(
-    run: TransferRun, dataset: Any, pool_patches: Any, drawn: list[str], init: Path | None, profile: Profile,
-    work_dir: Path, backend: UnetBackend, device: Any,
-) -> tuple[list[dict[str, Any]], float]:
+    run: TransferRun, dataset: Any, pool_patches: Any, val_patches: Any, drawn: list[str], init: Path | None,
+    profile: Profile, work_dir: Path, backend: UnetBackend, device: Any,
+) -> tuple[list[dict[str, Any]], float, dict[str, Any]]:
     t = profile.transfer
-    result = backend.train_unet(
-        train=pool_patches.for_subjects(drawn), val=None, config=profile.unet, out_dir=work_dir,
-        seed=_train_seed(profile.seed, run.seed, run.n_subjects), device=device, init_checkpoint=init,
-        freeze_encoder=run.finetune == "frozen_encoder", max_steps=t.steps, lr=t.lr, batch_size=t.batch_size,
-        progress=False,
-    )
-    model, info = backend.load_unet(result.checkpoint, device=device)
+    steps = t.steps_for(run.n_subjects)
+    selected: dict[str, Any] = {"steps": steps}
+    if steps == 0:  # n = 0: the site-A weights as they are
+        checkpoint, seconds = init, 0.0
+    else:
+        result = backend.train_unet(
+            train=pool_patches.for_subjects(drawn), val=val_patches, config=profile.unet, out_dir=work_dir,
+            seed=_train_seed(profile.seed, run.seed, run.n_subjects), device=device, init_checkpoint=init,
+            freeze_encoder=run.finetune == "frozen_encoder", max_steps=steps, lr=t.lr, batch_size=t.batch_size,
+            progress=False, val_every=_val_every(steps, t.val_checks),
+        )
+        checkpoint, seconds = result.checkpoint, float(result.seconds)
+        selected["best_val_dice"] = None if result.best_val_dice is None else float(result.best_val_dice)
+    model, info = backend.load_unet(checkpoint, device=device)
+    if steps:
+        selected["selected_step"] = info.get("step")
     table = backend.evaluate_subjects(model, info, dataset, split="test", mode=t.eval_mode, device=device)
     rows = [
         {
             "arm": run.arm, "finetune": run.finetune, "n_subjects": run.n_subjects, "seed": run.seed,
             "subjects_drawn": ";".join(drawn), "subject": str(r["subject"]),
-            **{m: float(r[m]) for m in METRICS}, "train_seconds": float(result.seconds),
+            **{m: float(r[m]) for m in METRICS}, "train_seconds": seconds,
         }
         for r in table.to_dict("records")
     ]
-    return rows, float(result.seconds)
+    return rows, seconds, selected
 
 
 def _write_csv(path: Path, units: list[ResumableUnit]) -> pd.DataFrame:
@@ -242,9 +295,10 @@ def run_transfer_sweep(
     ----------
     dataset
         The site-B :class:`~tofmra_utils.data.SiteDataset`: ``splits["train"]`` is the
-        fine-tuning pool, ``patches("train")`` its patches, the ``test`` split is evaluated.
+        fine-tuning pool, ``patches("train")`` its patches, ``patches("val")`` (when it has
+        validation subjects) chooses each run's weights, the ``test`` split is evaluated.
     profile
-        Step budget, learning rate and batch size (``profile.transfer``), the U-net
+        Step rule, validations, learning rate and batch size (``profile.transfer``), the U-net
         architecture (``profile.unet``, must match the pretrained checkpoints), the base seed.
     out_dir
         The run's ``transfer_dir``: ``results/<key>.json`` per finished run, ``results.csv``,
@@ -283,10 +337,14 @@ def run_transfer_sweep(
     ft_list = tuple(finetunes if finetunes is not None else profile.transfer.finetunes)
     runs = plan_runs(list(checkpoints), ft_list, n_list, seed_list)
     draws = {r: draw_subjects(pool, r.n_subjects, r.seed, profile.seed) for r in runs}
-    units = {r: _result_unit(results_dir, r, _run_settings(r, draws[r], checkpoints[r.arm], profile)) for r in runs}
+    val_subjects = list(dataset.splits.get("val", []))
+    units = {r: _result_unit(results_dir, r, _run_settings(r, draws[r], checkpoints[r.arm], profile, val_subjects))
+             for r in runs}
     todo = [r for r in runs if not units[r].is_done()]
 
-    pool_patches = dataset.patches("train") if todo else None
+    training = any(r.n_subjects > 0 for r in todo)
+    pool_patches = dataset.patches("train") if training else None
+    val_patches = dataset.patches("val") if training and val_subjects else None
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="transfer sweep", unit="run", disable=not progress)
     try:
         for run in todo:
@@ -296,9 +354,9 @@ def run_transfer_sweep(
             work_dir = work_root / run.key
             units[run].open()
             started = time.time()
-            rows, seconds = _one_run(run, dataset, pool_patches, draws[run], checkpoints[run.arm], profile,
-                                     work_dir, backend, device)
-            units[run].finish({"run": run.__dict__, "rows": rows, "train_seconds": seconds,
+            rows, seconds, selected = _one_run(run, dataset, pool_patches, val_patches, draws[run],
+                                               checkpoints[run.arm], profile, work_dir, backend, device)
+            units[run].finish({"run": run.__dict__, "rows": rows, "train_seconds": seconds, "selection": selected,
                                "wall_seconds": time.time() - started})
             _write_csv(results_file(out_dir), list(units.values()))
             if not keep_checkpoints:
@@ -375,23 +433,57 @@ def pretraining_gain(
     return out.reset_index()
 
 
+#: Fewer seeds than this make no finding (a difference needs its spread over at least 3 seeds).
+MIN_SEEDS_FOR_FINDING = 3
+
+
+def _gain_verdict(mean: float, sd: float, n_seeds: int) -> str:
+    """"helps" / "hurts" only when the mean is beyond one sd over at least 3 seeds."""
+    if n_seeds < MIN_SEEDS_FOR_FINDING or not np.isfinite(sd):
+        return f"is not measured well enough to tell (fewer than {MIN_SEEDS_FOR_FINDING} seeds)"
+    if mean - sd > 0:
+        return "helps"
+    if mean + sd < 0:
+        return "hurts"
+    return "makes no clear difference"
+
+
 def gain_sentence(gain: pd.DataFrame, arm: str = "synthetic", metric: str = "DSC") -> str:
-    """A one-paragraph conclusion computed from :func:`pretraining_gain` (smallest and largest n)."""
+    """A conclusion computed from :func:`pretraining_gain`: the smallest and largest n, and the trend.
+
+    A gain "helps" (or "hurts") only when its mean is more than one sd over seeds away from 0,
+    with at least :data:`MIN_SEEDS_FOR_FINDING` seeds; the gain "shrinks" (or "grows") from the
+    smallest to the largest n only when the change exceeds the larger of the two sds.
+    """
     if gain.empty:
         return f"No paired {arm} vs scratch runs to compare."
+    gain = gain.sort_values("n_subjects")
     parts = []
-    for _, r in gain.sort_values("n_subjects").iloc[[0, -1] if len(gain) > 1 else [0]].iterrows():
-        sd = "" if pd.isna(r.gain_sd) else f" ± {r.gain_sd:.3f}"
-        verdict = "helps" if r.gain_mean > 0 else "does not help"
+    for _, r in gain.iloc[[0, -1] if len(gain) > 1 else [0]].iterrows():
+        sd = float(r.gain_sd) if pd.notna(r.gain_sd) else float("nan")
+        sd_text = "" if np.isnan(sd) else f" ± {sd:.3f}"
         parts.append(
             f"with {int(r.n_subjects)} site-B subject{'s' if r.n_subjects > 1 else ''}, {arm} pretraining "
-            f"{verdict}: {metric} {r.gain_mean:+.3f}{sd} (mean ± sd over {int(r.n_seeds)} seed"
-            f"{'s' if r.n_seeds > 1 else ''}; better in {int(r.seeds_positive)} of {int(r.n_seeds)})"
+            f"{_gain_verdict(float(r.gain_mean), sd, int(r.n_seeds))}: {metric} {r.gain_mean:+.3f}{sd_text} "
+            f"(mean ± sd over {int(r.n_seeds)} seed{'s' if r.n_seeds > 1 else ''}; better in "
+            f"{int(r.seeds_positive)} of {int(r.n_seeds)})"
         )
     text = "; ".join(parts)
-    return text[0].upper() + text[1:] + "."
-
-
+    text = text[0].upper() + text[1:] + "."
+    if len(gain) > 1:
+        first, last = gain.iloc[0], gain.iloc[-1]
+        spread = np.nanmax([first.gain_sd, last.gain_sd, np.nan]) if min(first.n_seeds, last.n_seeds) >= MIN_SEEDS_FOR_FINDING else np.nan
+        change = float(last.gain_mean - first.gain_mean)
+        if not np.isfinite(spread):
+            trend = "too few seeds to say how the gain changes with n"
+        elif change < -spread:
+            trend = f"the gain shrinks as site-B data grow ({change:+.3f} from n={int(first.n_subjects)} to n={int(last.n_subjects)}), as in the study"
+        elif change > spread:
+            trend = f"the gain grows with more site-B data ({change:+.3f}), unlike the study, where it was largest with 1 patient"
+        else:
+            trend = f"the gain does not change beyond the seeds' spread from n={int(first.n_subjects)} to n={int(last.n_subjects)} ({change:+.3f}, sd up to {spread:.3f})"
+        text += " " + trend[0].upper() + trend[1:] + "."
+    return text
 
 
 def study_comparison_table(summary: pd.DataFrame, n: int = 1, finetune: str = "full") -> pd.DataFrame:
@@ -444,28 +536,44 @@ def scratch_noise(summary: pd.DataFrame, small: int, large: int, floor: float = 
 
 def record_and_check(
     ctx: Any, results: pd.DataFrame, summary: pd.DataFrame, gain: pd.DataFrame, n_runs: int, n_test: int,
-    sweep_minutes: float, conclusion: str,
+    sweep_minutes: float, conclusion: str, selection: str,
 ) -> dict[str, Any]:
     """Record notebook 06's key results for ``summary.json`` and check the sweep did what it claims.
+
+    Recorded beside the small/large-n values: ``synthetic_gain_dsc_by_n`` (n -> mean paired
+    gain over seeds) with ``synthetic_gain_dsc_sd_by_n``, ``steps_by_n`` (the step rule's
+    budget), ``selection`` (what chose the weights, :func:`selection_rule`) and, when the sweep
+    has ``n = 0``, the DSC of the site-A U-nets applied to site B as they are.
 
     Checks (``AssertionError``): every planned run finished and was scored once on every site-B
     test subject (in memory and in ``results.csv``), DSC in [0, 1]; beyond ``smoke``: no empty
     prediction (named by run and subject), training from scratch is not clearly worse (beyond
-    :func:`scratch_noise`) with the
-    most site-B data than with the least, and some fine-tuned model segments vessels (DSC > 0.3).
+    :func:`scratch_noise`) with the most site-B data than with the least, and some fine-tuned
+    model segments vessels (DSC > 0.3).
     """
-    small, large = min(summary.n_subjects), max(summary.n_subjects)
+    trained = summary[summary.n_subjects > 0]
+    small, large = int(trained.n_subjects.min()), int(trained.n_subjects.max())
     has_gain = len(gain) > 0
+    g = gain.set_index("n_subjects") if has_gain else pd.DataFrame()
+    by_n = {str(int(n)): float(r.gain_mean) for n, r in g.iterrows()} if has_gain else {}
+    sd_by_n = {str(int(n)): (float(r.gain_sd) if pd.notna(r.gain_sd) else None) for n, r in g.iterrows()} if has_gain else {}
+    untuned = {f"{arm}_dsc_n0": summary_value(summary, arm, 0, finetune=NO_FINETUNE)
+               for arm in summary[summary.finetune == NO_FINETUNE].arm.unique()}
     recorded = ctx.record(
-        transfer_runs=n_runs, transfer_minutes=round(sweep_minutes, 2), n_small=int(small), n_large=int(large),
-        n_seeds=int(summary.n_seeds.max()),
+        transfer_runs=n_runs, transfer_minutes=round(sweep_minutes, 2), n_small=small, n_large=large,
+        n_seeds=int(trained.n_seeds.max()), selection=selection,
+        steps_by_n={str(n): v for n, v in steps_by_n(ctx.profile, sorted(summary.n_subjects.unique())).items()},
         **{f"{arm}_dsc_{size}{suffix}": summary_value(summary, arm, n, stat=stat)
            for arm in ("scratch", "synthetic") for size, n in (("small", small), ("large", large))
            for suffix, stat in (("", "mean"), ("_sd", "sd"))},
         real_dsc_small=summary_value(summary, "real", small),
-        synthetic_gain_dsc_small=float(gain.gain_mean.iloc[0]) if has_gain else None,
-        synthetic_gain_dsc_large=float(gain.gain_mean.iloc[-1]) if has_gain else None,
-        synthetic_gain_dsc_small_sd=float(gain.gain_sd.iloc[0]) if has_gain and pd.notna(gain.gain_sd.iloc[0]) else None,
+        **untuned,
+        synthetic_gain_dsc_small=by_n.get(str(small)),
+        synthetic_gain_dsc_large=by_n.get(str(large)),
+        synthetic_gain_dsc_small_sd=sd_by_n.get(str(small)),
+        synthetic_gain_dsc_large_sd=sd_by_n.get(str(large)),
+        synthetic_gain_dsc_by_n=by_n,
+        synthetic_gain_dsc_sd_by_n=sd_by_n,
         scratch_hd95_mm_small=summary_value(summary, "scratch", small, metric="hd95_mm"),
         synthetic_hd95_mm_small=summary_value(summary, "synthetic", small, metric="hd95_mm"),
         conclusion=conclusion,
@@ -483,5 +591,5 @@ def record_and_check(
         assert scratch_large >= scratch_small - margin, (
             f"more site-B data must not make training from scratch clearly worse: n={large} {scratch_large:.3f}, "
             f"n={small} {scratch_small:.3f} (allowed: {margin:.3f}, the larger of 0.02 and the seeds' sd)")
-        assert summary.dsc_mean.max() > 0.3, summary.dsc_mean.max()
+        assert trained.dsc_mean.max() > 0.3, trained.dsc_mean.max()
     return recorded

@@ -62,7 +62,7 @@ def record_and_check(
         assert len(ids) == len(set(ids)) == len(ds.subjects), f"site {ds.site}: a subject is in two splits"
     assert set(train_a.subject) == set(site_a.splits["train"]) and set(val_a.subject) == set(site_a.splits["val"])
     assert not set(train_a.subject) & set(site_a.splits["test"]), "test subjects must not give training patches"
-    assert site_b.splits["val"] == [] and len(site_b.splits["test"]) == d.site_b_n_test
+    assert len(site_b.splits["val"]) == d.site_b_n_val and len(site_b.splits["test"]) == d.site_b_n_test
     centre = d.patch_size // 2
     for name, ps, n_subjects in (("A train", train_a, len(site_a.splits["train"])), ("A val", val_a, len(site_a.splits["val"])),
                                  ("B pool", pool_b, len(site_b.splits["train"]))):
