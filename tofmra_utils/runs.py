@@ -19,6 +19,7 @@ Notebooks and commands never build these paths by hand; they ask a :class:`RunPa
         results/                <notebook>.json key results, *.csv tables (table_file), *.png figures (figure_file)
         exercise_<name>/        what a notebook's exercise writes (exercise_dir), apart from the study's files
         notebooks/              executed notebooks (tofmra run)
+        book/                   the staged and built Jupyter Book (book_dir)
         summary.json            per-notebook status, time and key results
 """
 
@@ -199,6 +200,11 @@ class RunPaths:
     @property
     def notebooks_dir(self) -> Path:
         return self.root / "notebooks"
+
+    @property
+    def book_dir(self) -> Path:
+        """The staged Jupyter Book (``tofmra book``): sources, executed notebooks, ``_build/html``."""
+        return self.root / "book"
 
     @property
     def summary_file(self) -> Path:

@@ -1,0 +1,353 @@
+"""The registry: one rule per deviation, by part of the pipeline (data, GAN, U-net, evaluation, transfer)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..profiles import Profile
+from .schema import (
+    _NOTEBOOK_05,
+    Profiles,
+    _fmt,
+    _has_wgan,
+    _notebook_default,
+    _per_profile,
+    _positive,
+    _Rule,
+    _setting,
+    _variant_fields,
+)
+
+
+# ---------------------------------------------------------------------------- data
+def _subjects(p: Profile) -> str:
+    d = p.data
+    return f"{d.site_a_subjects} ({d.n_train} / {d.n_val} / {d.n_test})"
+
+
+def _phantom_here(profiles: Profiles) -> str:
+    shapes = _per_profile(profiles, lambda p: "x".join(map(str, p.data.volume_shape)))
+    return ("phantom TOF-MRA volumes with exact vessel labels made by `tofmra_utils.phantom`: site A for the "
+            "GANs and U-nets, site B (another voxel size, contrast, noise and bias) for transfer learning; "
+            f"site-A volumes of {shapes} voxels (site B covers the same field of view at its own spacing)")
+
+
+def _patches_here(profiles: Profiles) -> str:
+    return _per_profile(profiles, lambda p: (f"{_fmt(p.data.patches_per_subject)}, "
+                                             f"{p.data.vessel_patch_fraction:.0%} of them centred on a vessel voxel"))
+
+
+_DATA: tuple[_Rule, ...] = (
+    _Rule("data", "Data source",
+          "PEGASUS: TOF-MRA of 66 patients (not public); a second, differently acquired patient data set "
+          "(other site and scanner) for transfer learning",
+          _phantom_here,
+          "PEGASUS is not public. The phantom needs no download and its labels are exact, so the whole pipeline "
+          "runs, and is tested, without patient data.",
+          switch="`tofmra run --data DIR --data-b DIR` (your NIfTI volumes)"),
+    _Rule("data", "Site-A subjects (train / val / test)", "66 (41 / 11 / 14)",
+          lambda ps: _per_profile(ps, _subjects),
+          "CPU time: the CPU profiles must generate, prepare and train on every subject within their budget "
+          "(smoke: minutes for the tests; course: the whole pipeline under 30 minutes on 2 CPU cores).",
+          fields=("data.site_a_subjects", "data.n_val", "data.n_test")),
+    _Rule("data", "Patch size", "96 x 96 px",
+          lambda ps: _per_profile(ps, lambda p: f"{p.data.patch_size} x {p.data.patch_size} px"),
+          "CPU time: every network's cost grows with the pixels per patch. The GAN needs "
+          "`patch_size = base * 2**len(generator_channels)`.",
+          fields=("data.patch_size",)),
+    _Rule("data", "Patches per subject", "1000, half centred on a vessel voxel, half at random brain positions",
+          _patches_here,
+          "CPU time (the same sampling rule, fewer patches).",
+          fields=("data.patches_per_subject", "data.vessel_patch_fraction")),
+)
+
+
+# ---------------------------------------------------------------------------- GANs
+def _widths(p: Profile) -> str:
+    channels = p.gan.generator_channels
+    base = p.data.patch_size // 2 ** len(channels)
+    return f"{_fmt(channels)} from a {base}x{base} base"
+
+
+def _schedule(p: Profile) -> str:
+    v = p.gan.variants
+    wgans = {(v[name].epochs, v[name].batch_size) for name in ("wgan_gp", "wgan_gp_sn")}
+    if len(wgans) == 1:
+        (epochs, batch), = wgans
+        wgan = f"WGANs {epochs} epochs, batch {batch}"
+    else:
+        wgan = "; ".join(f"{name} {v[name].epochs} epochs, batch {v[name].batch_size}"
+                         for name in ("wgan_gp", "wgan_gp_sn"))
+    return f"DCGAN {v['dcgan'].epochs} epochs, batch {v['dcgan'].batch_size}; {wgan}"
+
+
+def _wgan_lr(p: Profile) -> str:
+    v = p.gan.variants
+    lrs = {_fmt(v[name].lr) for name in ("wgan_gp", "wgan_gp_sn")}
+    return f"Adam lr {' / '.join(sorted(lrs))}, betas ({_fmt(v['wgan_gp'].betas)})"
+
+
+def _real_patches(p: Profile) -> int:
+    return p.data.n_train * p.data.patches_per_subject
+
+
+def _n_synthetic_here(profiles: Profiles) -> str:
+    if all(p.gan.n_synthetic == _real_patches(p) for p in profiles.values()):
+        counts = _per_profile(profiles, lambda p: _fmt(p.gan.n_synthetic))
+        return f"{counts}: as many as the profile's real training patches"
+    return _per_profile(profiles, lambda p: (f"{_fmt(p.gan.n_synthetic)} for {_fmt(_real_patches(p))} real "
+                                             "training patches"))
+
+
+def _fresh_batches_here(profiles: Profiles) -> str:
+    n_critic = _per_profile(profiles, lambda p: _fmt(max(s.n_critic for s in p.gan.variants.values())))
+    return (f"each of the {n_critic} critic steps draws the next real batch; an epoch still counts N / batch "
+            "generator steps, so a WGAN critic sees each real patch n_critic times per epoch")
+
+
+_GAN: tuple[_Rule, ...] = (
+    _Rule("GAN", "Generator and critic widths", "generator 1536, 768, 384, 192, 96 from a 3x3 base (96 px); the "
+          "critic mirrors it", lambda ps: _per_profile(ps, _widths),
+          "CPU time: the course profile's GANs are far narrower than the study's so that they train within the "
+          "course budget; the output size follows the patch size.",
+          fields=("gan.generator_channels",)),
+    _Rule("GAN", "GAN epochs and batch size", "DCGAN 300 epochs, batch 250; WGAN-GP and WGAN-GP-SN 200 epochs, "
+          "batch 300", lambda ps: _per_profile(ps, _schedule),
+          "CPU time.",
+          fields=(*_variant_fields("epochs"), *_variant_fields("batch_size"))),
+    _Rule("GAN", "WGAN learning rate", "Adam lr 0.0001, betas (0, 0.9)", lambda ps: _per_profile(ps, _wgan_lr),
+          "Measured in the course profile (profiles.py): a WGAN generator step costs 5 critic steps with a double "
+          "backward, so a 2-core CPU affords a few hundred generator steps; with lr 0.0001 the WGANs gave blobs "
+          "without labels in that budget, with 0.0005 they learn vessels.",
+          fields=_variant_fields("lr", ("wgan_gp", "wgan_gp_sn"))),
+    _Rule("GAN", "Synthetic pairs per GAN", "41,000 (as many as the real training patches)",
+          _n_synthetic_here,
+          "Follows the smaller real training set of the CPU profiles (the study's rule: as many synthetic pairs "
+          "as real patches).",
+          fields=("gan.n_synthetic",)),
+    _Rule("GAN", "Weight initialization spread", "conv weights N(0, 0.05)",
+          lambda ps: _per_profile(ps, lambda p: f"N(0, {_fmt(p.gan.init_std)})"),
+          "Measured (profiles.py, `GanConfig.init_std`): with 0.05 the DCGAN's discriminator wins at once on the "
+          "course data and the generator collapses to noise within the short CPU schedule; 0.02 is the DCGAN "
+          "paper's value.",
+          fields=("gan.init_std",)),
+    _Rule("GAN", "Initialization of normalization layers",
+          "the study's `weights_init` draws batch-norm weights N(0, 0.05), like the conv weights",
+          "batch-norm and layer-norm scales N(1, s), shifts 0 (s: the profile's init spread), the DCGAN "
+          "convention (`gan/models.py`, `init_weights`)",
+          "No reason or measurement recorded in the code. Scales near 1 start each normalization layer near the "
+          "identity. (The docstring of `gan/models.py` calls this init the study's; REFERENCE.md says otherwise.)"),
+    _Rule("GAN", "Real batches of the critic steps",
+          "the study's WGAN loop takes one real batch per generator step and runs all critic steps on it",
+          _fresh_batches_here,
+          "The same compute with more varied batches (`GanSettings.epochs`, profiles.py); not measured against "
+          "the study's way.",
+          applies=_has_wgan),
+    _Rule("GAN", "Gradient penalty and detached fakes",
+          "the study's code draws one interpolation weight for the whole batch, takes one gradient norm over the "
+          "whole batch, and does not detach the fake samples when training the critic",
+          "one interpolation weight per sample (shape [B, 1, 1, 1]), one gradient norm per sample with eps inside "
+          "the square root (Gulrajani et al. 2017); fakes made under `no_grad` and detached in the critic loss "
+          "(`gan/losses.py`, `gan/step.py`)",
+          "A deliberate fix of defects of the study's code (REFERENCE.md): the batch-wide penalty constrains "
+          "something other than each sample's gradient norm, and undetached fakes send the critic's loss into the "
+          "generator's graph.",
+          applies=_has_wgan),
+    _Rule("GAN", "DCGAN label smoothing",
+          "the study's code: noisy two-sided targets, real U(0.7, 1.2), fake U(0, 0.3)",
+          "one-sided and fixed: real target 0.9, fake target 0 (`DcganLoss.real_target`)",
+          "No measurement recorded. `DcganLoss` states the aim, a discriminator that is not over-confident keeps "
+          "giving useful gradients, and smooths only the real targets (one-sided smoothing, Salimans et al. 2016).",
+          applies=lambda p: "dcgan" in p.gan.variants),
+    _Rule("GAN", "DCGAN generator loss",
+          "the study's code: feature matching only, the L1 distance per sample between the discriminator's last "
+          "conv features of real and fake samples, divided by 100",
+          "non-saturating BCE (maximize log D(G(z))) plus feature matching as the squared distance between the "
+          "batch means of the last conv features, averaged over features, weight 1 (`DcganLoss`)",
+          "No reason or measurement recorded in the code (`gan/losses.py`).",
+          applies=lambda p: "dcgan" in p.gan.variants),
+    _Rule("GAN", "Spectral norm in the WGAN-GP-SN critic",
+          "the study's code: spectral norm on the critic's convolutions except the last one",
+          "spectral norm on every convolution and on the final linear layer (`gan/models.py`, `Critic`)",
+          "No reason or measurement recorded in the code.",
+          applies=lambda p: "wgan_gp_sn" in p.gan.variants),
+    _Rule("GAN", "Which generator makes the synthetic set",
+          "selected checkpoints: DCGAN epoch 140 of 300, WGANs epoch 180 of 200 (criterion not stated)",
+          "the generator at the end of the schedule (the last `checkpoint.pt`)",
+          "The study does not say how it chose those epochs; with no stated criterion, the final generator is the "
+          "choice anyone can repeat."),
+    _Rule("GAN", "Generator mode when sampling",
+          "the study's code generates without `.eval()`: batch norm normalizes with each generated batch's "
+          "statistics",
+          "eval mode: batch norm uses the running statistics of training (`generate_pairs`, the sample grids)",
+          "No reason recorded in the code. In eval mode a pair depends only on its own noise vector, not on the "
+          "other pairs of its generation batch."),
+    _Rule("GAN", "Scaling of the synthetic images",
+          "each synthetic image rescaled per patch (to 0..255, `rescale_unet`) before the U-net: every patch, "
+          "real or synthetic, is scaled the same way",
+          "the generator's image channel clipped to [-1, 1], not rescaled per patch; real patches and inference "
+          "tiles are min-max scaled per patch to exactly [-1, 1] (`gan/generate.py`)",
+          "No reason recorded beyond keeping 'the same range as the real patches' (`gan/generate.py`). A "
+          "synthetic patch that does not reach -1 and 1 is therefore scaled unlike a real patch; not measured."),
+)
+
+
+# ---------------------------------------------------------------------------- U-net
+def _unet_length(p: Profile) -> str:
+    cap = f", at most {_fmt(p.unet.max_steps)} steps" if p.unet.max_steps is not None else ""
+    return f"{p.unet.epochs} epoch{'' if p.unet.epochs == 1 else 's'}{cap}"
+
+
+def _dropout_here(profiles: Profiles) -> str:
+    rate = _per_profile(profiles, lambda p: _fmt(p.unet.dropout))
+    return (f"dropout (p = {rate}) after the block, not between its convolutions, and only in the encoder blocks "
+            "of the two deepest levels (the bottleneck included); none in the decoder (`unet/model.py`)")
+
+
+_UNET: tuple[_Rule, ...] = (
+    _Rule("U-net", "U-net width", "64 channels in the first level (the full U-net) or 32 (the half U-net)",
+          _setting("unet.base_width"),
+          "CPU time: the course U-net has a quarter of the study's full width. Measured (profiles.py): width 8 "
+          "collapsed to all-background on the course data; width 12 was only 20 % faster than 16.",
+          fields=("unet.base_width",)),
+    _Rule("U-net", "U-net learning rate", "Adam lr 0.0001",
+          lambda ps: _per_profile(ps, lambda p: f"Adam lr {_fmt(p.unet.lr)}"),
+          "So that the few hundred steps of a CPU profile suffice. Measured (profiles.py, course): 0.001 sometimes "
+          "collapsed to an all-background output within 100 steps, hence 0.0005 in course.",
+          fields=("unet.lr",)),
+    _Rule("U-net", "U-net training length", "about 10 epochs", lambda ps: _per_profile(ps, _unet_length),
+          "CPU time.",
+          fields=("unet.epochs", "unet.max_steps")),
+    _Rule("U-net", "U-net weight initialization", "Glorot uniform (Keras' default)",
+          lambda ps: _per_profile(ps, lambda p: {"he": "He normal", "glorot": "Glorot uniform",
+                                                 "torch": "PyTorch's default"}.get(p.unet.weight_init,
+                                                                                   p.unet.weight_init)),
+          "Measured (`unet/model.py`, `benchmarks/bench_unet_init.py`, 6 seeds): with Glorot, negative soft Dice "
+          "sits on the constant-prediction plateau for 40-80 Adam steps at lr 0.0005 on the course data, and a "
+          "short budget can end there with an empty prediction; with He the plateau lasts about 10 steps.",
+          fields=("unet.weight_init",)),
+    _Rule("U-net", "Gradient clipping", "none (the study's Keras setup)",
+          lambda ps: _per_profile(ps, lambda p: f"gradient norm clipped to {_fmt(p.unet.max_grad_norm)}"),
+          "Measured (profiles.py): without it, 2 of 9 seeds of a course U-net on the DCGAN set swung all logits "
+          "far negative within 20 steps and never predicted a vessel again (soft Dice through a saturated sigmoid "
+          "gives no gradient); with 1.0, none of the 9 did.",
+          fields=("unet.max_grad_norm",)),
+    _Rule("U-net", "Dropout placement",
+          "between the two 3x3 convolutions of every block, encoder and decoder (Livne et al. 2019's code)",
+          _dropout_here,
+          "No measurement recorded. (`unet/model.py` attributes 'the deepest ones' to Livne et al.; REFERENCE.md's "
+          "reading of the study's code says every block.)"),
+    _Rule("U-net", "Data augmentation",
+          "rotation up to 30 degrees, vertical flip, shear up to 20 degrees; twice the samples per epoch",
+          "none: the U-net trains on the patches as they are",
+          "Not implemented; no reason recorded in the code. Every U-net, real or synthetic set, trains without it."),
+    _Rule("U-net", "U-net input scaling",
+          "raw (not per-patch min-max scaled) tiles, z-scored with the training mean and standard deviation",
+          "every patch and inference tile min-max scaled to [-1, 1] on its own, then z-scored with the training "
+          "set's mean and standard deviation (`conventions.py`)",
+          "One scaling for everything the networks see (`conventions.py`): the GANs learn per-patch scaled patches "
+          "(as in the study), so synthetic pairs exist only in that scale, and real patches and inference tiles "
+          "must match them."),
+)
+
+
+# ---------------------------------------------------------------------------- evaluation
+def _inference_mode() -> Any:
+    return _notebook_default(_NOTEBOOK_05, "eval_mode")
+
+
+def _inference_applies(p: Profile) -> bool:
+    return _inference_mode() not in (None, "tiles") or p.transfer.eval_mode != "tiles"
+
+
+def _inference_here(profiles: Profiles) -> str:
+    parts = []
+    main, compared = _inference_mode(), _notebook_default(_NOTEBOOK_05, "compare_mode")
+    if main not in (None, "tiles"):
+        beside = f"; the study's tiling beside it (`compare_mode = \"{compared}\"`)" if compared == "tiles" else ""
+        parts.append(f"notebook 05's main table: `eval_mode = \"{main}\"`{beside}")
+    transfer = _per_profile(profiles, lambda p: f"`{p.transfer.eval_mode}`")
+    parts.append(f"transfer sweep: {transfer}")
+    return ("; ".join(parts) + ". `sliding`: overlapping tiles (stride half a tile) blended with a Gaussian "
+            "weight (`unet/infer.py`)")
+
+
+_EVALUATION: tuple[_Rule, ...] = (
+    _Rule("evaluation", "Whole-volume inference",
+          "per axial slice, non-overlapping 96 px tiles over the brain's bounding box, threshold 0.5",
+          _inference_here,
+          "Observed on the phantom data (notebook 05, 'Tiles or a sliding window?'): with the study's tiling, "
+          "tiles at the edge of the bounding box hold a thin rim of brain that per-tile min-max scaling makes as "
+          "bright as a vessel, adding false positives unrelated to real vs synthetic training. A blended sliding "
+          "window predicts each voxel mostly from a tile centred near it.",
+          switch="notebook 05: `eval_mode = \"tiles\"`; `transfer.eval_mode = \"tiles\"`; "
+                 "`tofmra segment --mode tiles` (its default)",
+          fields=("transfer.eval_mode",), applies=_inference_applies),
+    _Rule("evaluation", "95th-percentile Hausdorff distance",
+          "EvaluateSegmentation's HDRFDST@0.95: distances of mismatching voxels only, in voxel units, found by a "
+          "randomized early-stopping search",
+          "tables lead with the standard hd95 in mm (border voxels, Euclidean distances with the voxel spacing, "
+          "medpy's definition: `hd95_mm`); the study's definition is computed exactly in voxels beside it "
+          "(`hd95_study`), and the tool's search can be emulated (`hd_quantile_tool_emulation`)",
+          "REFERENCE.md asks for the standard definition as default. The tool's early stop is random and biases "
+          "its value upwards, so an exact computation (`hd95_study`) is a lower bound of what the tool reports "
+          "for the same masks: the study's numbers are comparable only roughly.",
+          switch="the column '95HD (voxels, study variant)'; `tofmra evaluate --json` prints both"),
+)
+
+
+# ---------------------------------------------------------------------------- transfer learning
+def _budget(p: Profile) -> str:
+    t = p.transfer
+    cap = f", at most {t.max_steps}" if t.max_steps else ""
+    ns = _positive(t.n_subjects)
+    examples = ", ".join(f"n = {n}: {t.steps_for(n)}" for n in (ns[0], ns[-1])) if ns else ""
+    return f"max({t.min_steps}, {t.steps_per_subject} n) steps{cap} ({examples})"
+
+
+def _validation_here(profiles: Profiles) -> str:
+    counts = _per_profile(profiles, lambda p: (f"{p.data.site_b_n_val} subject{'' if p.data.site_b_n_val == 1 else 's'}"
+                                               f", {p.transfer.val_checks} checks per run"))
+    return ("the weights with the best Dice on the patches of site-B validation subjects (never test subjects) are "
+            f"evaluated: {counts}")
+
+
+def _budget_grows(p: Profile) -> bool:
+    ns = _positive(p.transfer.n_subjects)
+    return len(ns) > 1 and p.transfer.steps_for(ns[-1]) > p.transfer.steps_for(ns[0])
+
+
+_TRANSFER: tuple[_Rule, ...] = (
+    _Rule("transfer", "Numbers of site-B subjects n", "1 to 15 patients",
+          lambda ps: _per_profile(ps, lambda p: _fmt(_positive(p.transfer.n_subjects))),
+          "CPU time: every n costs a fine-tuning run per arm and seed.",
+          fields=("transfer.n_subjects",)),
+    _Rule("transfer", "n = 0", "not run (1 to 15 patients)",
+          "the site-A U-nets of the pretrained arms applied to site B without fine-tuning",
+          "An added reference point: how far the domain shift alone takes a site-A U-net (notebook 06).",
+          switch="`transfer.n_subjects` without 0", applies=lambda p: 0 in p.transfer.n_subjects),
+    _Rule("transfer", "Choice of the fine-tuned weights", "not reported",
+          _validation_here,
+          "The study does not say how its transfer runs were selected (profiles.py, `DataConfig.site_b_n_val`); "
+          "this is our choice, and it never looks at a test subject.",
+          switch="`data.site_b_n_val = 0` (then the final weights)", applies=lambda p: p.data.site_b_n_val > 0),
+    _Rule("transfer", "Fine-tuning step budget", "not reported", lambda ps: _per_profile(ps, _budget),
+          "The budget grows with the data, so more subjects are not starved of passes over their patches "
+          "(`TransferConfig.steps_for`); every arm gets the same budget for the same n.",
+          switch="`transfer.steps_per_subject = 0` (then `min_steps` for every n)", applies=_budget_grows),
+    _Rule("transfer", "The `real` arm", "two initializations: from scratch and pretrained on synthetic data",
+          "also the site-A U-net trained on real patches as a starting point",
+          "An added upper reference: what sharing the real data would give (`transfer.py`).",
+          switch="`transfer.arms`, notebook 06's `arms`", applies=lambda p: "real" in p.transfer.arms),
+    _Rule("transfer", "Fine-tuning with a frozen encoder", "fine-tuning from the pretrained weights (no frozen "
+          "layers described)",
+          "pretrained arms also fine-tuned with the encoder frozen (`frozen_encoder`: only the decoder adapts)",
+          "An added question (notebook 06's exercise 'Freeze or not?'): is the encoder learned at site A enough?",
+          switch="`transfer.finetunes`, notebook 06's `finetunes`",
+          applies=lambda p: "frozen_encoder" in p.transfer.finetunes),
+)
+
+#: The registry: every entry, in table order.
+_RULES: tuple[_Rule, ...] = (*_DATA, *_GAN, *_UNET, *_EVALUATION, *_TRANSFER)
+
+
