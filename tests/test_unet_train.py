@@ -212,3 +212,29 @@ def test_other_settings_in_the_same_folder_start_afresh_and_say_why(tmp_path, ca
     again = train_unet(train, None, CFG, tmp_path, seed=0, max_steps=2, lr=1e-3, progress=False)
     assert len(again.history) == 2
     assert "settings changed since the stored run (lr 0.01 -> 0.001); starting afresh" in capsys.readouterr().err
+
+
+def test_dice_bce_keeps_a_gradient_where_soft_dice_has_died():
+    """A U-net whose logits are all far negative gets no gradient from soft Dice, but one from dice_bce."""
+    from tofmra_utils.unet.model import UNet
+    from tofmra_utils.unet.step import unet_loss, unet_step
+
+    torch.manual_seed(0)
+    model = UNet(base_width=4, depth=2)
+    with torch.no_grad():
+        model.outc.conv.bias.fill_(-40.0)  # the collapsed state: p ~ 1e-18 everywhere
+    x, t = torch.randn(4, 1, 16, 16), (torch.rand(4, 1, 16, 16) > 0.9).float()
+    norms = {}
+    for loss in ("dice", "dice_bce"):
+        model.zero_grad()
+        unet_loss(model.logits(x), t, loss)[0].backward()
+        norms[loss] = float(torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters() if p.grad is not None)))
+    assert norms["dice"] < 1e-9 < 1e-3 < norms["dice_bce"], norms
+    # the value logged is the batch's negative soft Dice whatever the loss, and "dice" is the study's formula
+    with torch.no_grad():
+        total, dice = unet_loss(model.logits(x), t, "dice_bce")
+        assert float(total) > float(dice) and float(dice) == pytest.approx(float(soft_dice_loss(model(x), t)))
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    assert unet_step(model, opt, x, t, loss="dice_bce") == pytest.approx(float(dice), abs=1e-6)
+    with pytest.raises(ValueError, match="unknown U-net loss"), torch.no_grad():
+        unet_loss(model.logits(x), t, "bce")

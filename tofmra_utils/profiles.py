@@ -186,7 +186,13 @@ class UnetConfig:
         Clip each step's gradient norm to this (``None``: no clipping, the study's Keras setup).
         Without it, 2 of 9 seeds of a course U-net on the DCGAN set swung all logits far
         negative within 20 steps and predicted no vessel ever after (soft Dice's saturated
-        sigmoid gives no gradient back); with 1.0, none of the 9 did.
+        sigmoid gives no gradient back); with 1.0, none of the 9 did on one machine, but the
+        same seed collapsed at step 34 with one torch thread on another: clipping does not
+        bound Adam's step, so it is no guarantee (see ``loss``).
+    loss
+        ``"dice"`` (negative soft Dice, the study's) or ``"dice_bce"`` (plus the binary
+        cross-entropy of the logits, which keeps a gradient when every logit is far negative;
+        :mod:`tofmra_utils.unet.step`).
     batch_size, epochs, lr
         Training schedule (study: Adam 1e-4, about 10 epochs).
     max_steps
@@ -205,6 +211,7 @@ class UnetConfig:
     inference_batch: int = 256
     weight_init: str = "he"
     max_grad_norm: float | None = 1.0
+    loss: str = "dice"
 
 
 @dataclass(frozen=True)
@@ -315,7 +322,7 @@ SMOKE = Profile(
         checkpoint_every=5,
         init_std=0.02,
     ),
-    unet=UnetConfig(base_width=4, depth=4, dropout=0.1, batch_size=32, epochs=1, lr=1e-3, max_steps=10),
+    unet=UnetConfig(base_width=4, depth=4, dropout=0.1, batch_size=32, epochs=1, lr=1e-3, max_steps=10, loss="dice_bce"),
     transfer=TransferConfig(n_subjects=(0, 1, 2), seeds=(0,), steps_per_subject=3, min_steps=5, lr=1e-3, batch_size=16,
                             val_checks=2),
 )
@@ -350,7 +357,10 @@ COURSE = Profile(
     # U-net: a quarter of the study's full width (16 vs 64), 4 poolings; Adam 5e-4 instead of the study's
     # 1e-4 so a few hundred steps suffice (1e-3 sometimes collapses to an all-background output within
     # 100 steps). Width 8 collapsed to background on the course data; width 12 is only 20 % faster.
-    unet=UnetConfig(base_width=16, depth=4, dropout=0.1, batch_size=32, epochs=4, lr=5e-4, max_steps=400),
+    # Loss: soft Dice plus cross-entropy; soft Dice alone let a U-net on the DCGAN set die (every logit far
+    # negative, no gradient back) at step 34 with one torch thread, gradient clipping notwithstanding.
+    unet=UnetConfig(base_width=16, depth=4, dropout=0.1, batch_size=32, epochs=4, lr=5e-4, max_steps=400,
+                    loss="dice_bce"),
     # Transfer: scratch vs synthetic-pretrained, n = 0 (no fine-tuning), 1, 3, 10 site-B subjects,
     # 3 seeds, full fine-tuning only; a budget of max(80, 25 n) steps (about 6 passes over the
     # patches at n = 1 and 2 at n = 10), the weights chosen on 2 site-B validation subjects.

@@ -110,6 +110,7 @@ STUDY_SETTINGS: tuple[StudySetting, ...] = (
     StudySetting("unet.max_steps", None),
     StudySetting("unet.weight_init", "glorot"),
     StudySetting("unet.max_grad_norm", None),
+    StudySetting("unet.loss", "dice"),
     StudySetting("transfer.n_subjects", tuple(range(1, 16)), derive=_positive),
     StudySetting("transfer.pretrained_gan", "wgan_gp_sn"),
     StudySetting("transfer.eval_mode", "tiles"),

@@ -236,7 +236,7 @@ def _settings(train: PatchSet, val: PatchSet | None, config: UnetConfig, plan: _
     return {
         "train": array_digest(train.image, train.label), "val": None if val is None else array_digest(val.image, val.label),
         "in_channels": 1, "base_width": config.base_width, "depth": config.depth, "dropout": float(config.dropout),
-        "weight_init": config.weight_init, "max_grad_norm": config.max_grad_norm, "seed": int(seed), "lr": plan.lr, "batch_size": plan.batch_size,
+        "weight_init": config.weight_init, "max_grad_norm": config.max_grad_norm, "loss": config.loss, "seed": int(seed), "lr": plan.lr, "batch_size": plan.batch_size,
         "val_every": plan.val_every, "freeze_encoder": bool(freeze_encoder),
         "init_checkpoint": None if plan.init_path is None else file_hash(plan.init_path),
     }
@@ -385,7 +385,7 @@ def _train_loop(model: UNet, optimizer: torch.optim.Optimizer, train: PatchSet, 
             started = time.perf_counter()
             idx = run.batches.next()
             run.log(unet_step(model, optimizer, x_train[idx].to(plan.device), y_train[idx].to(plan.device),
-                              max_grad_norm=config.max_grad_norm))
+                              max_grad_norm=config.max_grad_norm, loss=config.loss))
             due = run.step % plan.val_every == 0 or run.step == plan.total
             if val is not None and due:
                 prob = predict_patches(model, val.image, plan.mean, plan.std, config.inference_batch, plan.device)
