@@ -15,6 +15,7 @@ from tofmra_utils.pipeline import (
     PipelineError,
     discover_notebooks,
     parse_parameters,
+    plan_parameters,
     run_pipeline,
     select_notebooks,
 )
@@ -81,6 +82,7 @@ def test_run_in_order_writes_summary(tiny_notebooks, tmp_path):
     summary = run_pipeline("smoke", out=out, only="01", parameters={"factor": 2}, notebooks_dir=tiny_notebooks, log=lines.append)
     assert summary["notebooks"]["01_first"]["results"] == {"answer": 43}
     assert summary["notebooks"]["02_second"]["status"] == "ok", "earlier entries are kept in the summary"
+    assert not (out / ".tofmra-run.lock").exists(), "the run folder's lock is released after the run"
 
 
 def test_unknown_parameter_is_an_error_before_anything_runs(tiny_notebooks, tmp_path):
@@ -88,9 +90,31 @@ def test_unknown_parameter_is_an_error_before_anything_runs(tiny_notebooks, tmp_
     with pytest.raises(PipelineError, match="unknown parameter 'epochz'.*known: factor, profile, run_dir"):
         run_pipeline("smoke", out=out, parameters={"epochz": 3}, notebooks_dir=tiny_notebooks, log=lambda s: None)
     assert not (out / "notebooks").exists()
-    # The data parameters are checked the same way.
+    # A user's -p named like a runner option is still the user's: unknown when nobody declares it.
     with pytest.raises(PipelineError, match="unknown parameter 'data_dir'"):
-        run_pipeline("smoke", out=out, data_dir=tmp_path, notebooks_dir=tiny_notebooks, log=lambda s: None)
+        run_pipeline("smoke", out=out, parameters={"data_dir": "x"}, notebooks_dir=tiny_notebooks, log=lambda s: None)
+
+
+def test_runner_options_go_only_to_the_notebooks_declaring_them(tiny_notebooks, tmp_path):
+    reader = _write_notebook(tiny_notebooks, "03_reader", "ctx.record(data=data_dir)\n", extra_params='data_dir = ""\n')
+    first, second = discover_notebooks(tiny_notebooks)[:2]
+    plan = plan_parameters([first, second, reader], {"profile": "smoke", "run_dir": "r"}, {"factor": 2},
+                           options={"data_dir": "/d", "site_b_dir": "/b"})
+    assert plan[reader] == {"profile": "smoke", "run_dir": "r", "data_dir": "/d"}
+    assert plan[first] == {"profile": "smoke", "run_dir": "r", "factor": 2}
+    assert plan[second] == {"profile": "smoke", "run_dir": "r"}
+    # No selected notebook declares data_dir: not an error, nothing receives it.
+    plan = plan_parameters([first, second], {"profile": "smoke", "run_dir": "r"}, {}, options={"data_dir": "/d"})
+    assert all("data_dir" not in p for p in plan.values())
+
+
+def test_only_with_data_on_notebooks_not_reading_data_runs(tiny_notebooks, tmp_path):
+    """`tofmra run --only 02,03 --data DIR` reruns later notebooks of a user-data run."""
+    out = tmp_path / "run"
+    summary = run_pipeline("smoke", out=out, only="01", data_dir=tmp_path, site_b_dir=tmp_path,
+                           notebooks_dir=tiny_notebooks, log=lambda s: None)
+    assert summary["status"] == "ok"
+    assert summary["notebooks"]["01_first"]["parameters"] == {"profile": "smoke", "run_dir": str(out.resolve())}
 
 
 def test_failing_notebook_stops_the_run_and_keeps_earlier_results(tiny_notebooks, tmp_path):
@@ -112,8 +136,13 @@ def test_failing_notebook_stops_the_run_and_keeps_earlier_results(tiny_notebooks
 def test_cli_reports_failure_with_exit_code(tiny_notebooks, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = main(["run", "--profile", "smoke", "--out", str(tmp_path / "r"), "-p", "nope=1"])
-    assert code == 1
-    assert "unknown parameter 'nope'" in capsys.readouterr().err
+    assert code == 2, "an unknown -p is bad input"
+    err = capsys.readouterr().err
+    assert "tofmra run: unknown parameter 'nope': no selected notebook declares it" in err
+    assert len(err.strip().splitlines()) == 1, err
+    # --data on notebooks that do not declare data_dir is no error.
+    argv = ["run", "--profile", "smoke", "--out", str(tmp_path / "r"), "--only", "01", "--data", str(tmp_path)]
+    assert main(argv) == 0
 
 
 def test_real_notebooks_declare_the_standard_parameters():

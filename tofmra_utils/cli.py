@@ -21,7 +21,8 @@ __all__ = ["main", "build_parser"]
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
-    from .pipeline import PipelineError, parse_parameters, run_pipeline
+    """Exit 0 when every notebook ran, 1 when one failed, 2 on bad input or a run folder in use."""
+    from .pipeline import PipelineError, RunLockedError, parse_parameters, run_pipeline
 
     try:
         params = parse_parameters(a.param or [])
@@ -35,9 +36,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
             book=a.book,
             threads=a.threads,
         )
-    except PipelineError as err:
+    except (PipelineError, RunLockedError) as err:  # raised before any notebook runs: bad input, or the folder is locked
         print(f"tofmra run: {err}", file=sys.stderr)
-        return 1
+        return 2
     return 0 if summary["status"] == "ok" else 1
 
 

@@ -5,9 +5,12 @@ the profile and run folder as papermill parameters, writes executed notebooks to
 ``runs/<profile>/notebooks/`` and keeps ``runs/<profile>/summary.json`` up to date after every
 notebook (status, wall time, the key results the notebook recorded).
 
-Two rules papermill does not enforce on its own:
+Three rules papermill does not enforce on its own:
 
-* An unknown parameter is an error, raised before anything runs (papermill only warns).
+* An unknown ``-p NAME=VALUE`` is an error, raised before anything runs (papermill only warns).
+  The runner's own options (``--data``, ``--data-b``) go only to the notebooks declaring them.
+* One run folder, one ``tofmra run`` at a time: a second run on the same folder stops at once,
+  naming the process that holds ``<run>/.tofmra-run.lock`` (a lock left by a killed run is taken over).
 * A failing notebook stops the run, naming the notebook and the failing cell; the results of
   the notebooks before it stay, and the failed execution is kept as ``<name>.failed.ipynb``.
 """
@@ -28,10 +31,13 @@ import yaml
 
 from .io import read_json, write_json
 from .profiles import get_profile
+from .runlock import RunLockedError, run_lock
 from .runs import RunPaths, default_run_dir, repo_commit, repo_root
 
 __all__ = [
     "PipelineError",
+    "RunLockedError",
+    "run_lock",
     "discover_notebooks",
     "select_notebooks",
     "notebook_parameters",
@@ -43,7 +49,7 @@ __all__ = [
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
 #: Parameters every numbered notebook declares; the runner always passes them.
 STANDARD_PARAMETERS = ("profile", "run_dir")
-#: Runner options that become parameters of the notebooks declaring them.
+#: Runner options that become parameters of the notebooks declaring them (the others never see them).
 DATA_PARAMETERS = {"data_dir": "--data", "site_b_dir": "--data-b"}
 
 
@@ -100,13 +106,39 @@ def parse_parameters(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def plan_parameters(
-    notebooks: Sequence[Path], standard: dict[str, Any], extra: dict[str, Any]
+    notebooks: Sequence[Path],
+    standard: dict[str, Any],
+    extra: dict[str, Any],
+    options: dict[str, Any] | None = None,
 ) -> dict[Path, dict[str, Any]]:
-    """Decide what each notebook receives; raise on any parameter no notebook declares.
+    """Decide what each notebook receives; raise on a user parameter no notebook declares.
 
-    ``standard`` (profile, run_dir) goes to every notebook, which must declare it. Each ``extra``
-    parameter goes to the notebooks that declare it and must be declared by at least one.
+    Parameters
+    ----------
+    notebooks
+        The selected notebooks.
+    standard
+        Parameters every notebook must declare and always receives (profile, run_dir).
+    extra
+        The user's ``-p NAME=VALUE`` parameters: each goes to the notebooks declaring it and must
+        be declared by at least one selected notebook.
+    options
+        Parameters the runner sets from its own options (``data_dir``, ``site_b_dir``): each goes
+        to the notebooks declaring it, silently skipping the others, since rerunning later
+        notebooks of a ``--data`` run (``--only 02,03``) must not fail on notebooks that never
+        read the data. They win over an ``extra`` of the same name.
+
+    Returns
+    -------
+    Notebook -> the parameters papermill injects into it.
+
+    Raises
+    ------
+    PipelineError
+        A notebook does not declare a standard parameter, or an ``extra`` name is declared by no
+        selected notebook.
     """
+    options = dict(options or {})
     declared = {nb: notebook_parameters(nb) for nb in notebooks}
     for nb, names in declared.items():
         missing = [k for k in standard if k not in names]
@@ -119,7 +151,7 @@ def plan_parameters(
                 f"unknown parameter {name!r}: no selected notebook declares it (known: {', '.join(known)})"
             )
     return {
-        nb: {**standard, **{k: v for k, v in extra.items() if k in names}}
+        nb: {**standard, **{k: v for k, v in {**extra, **options}.items() if k in names}}
         for nb, names in declared.items()
     }
 
@@ -232,9 +264,10 @@ def run_pipeline(
         Notebook numbers to run (``"01,05"``); default all.
     data_dir, site_b_dir
         Folders of real NIfTI volumes for sites A and B, passed to the notebooks that declare
-        ``data_dir`` / ``site_b_dir``; default: the built-in phantom.
+        ``data_dir`` / ``site_b_dir`` (the others do not receive them, and that is no error);
+        default: the built-in phantom.
     parameters
-        Further notebook parameters; each must be declared by a selected notebook.
+        Further notebook parameters (``-p``); each must be declared by a selected notebook.
     book
         Build the Jupyter Book from the executed notebooks afterwards.
     threads
@@ -247,16 +280,43 @@ def run_pipeline(
     -------
     The summary dict, also written to ``<run>/summary.json``: ``status`` ("ok" or "failed"),
     ``failed`` (message or None), and per notebook its status, seconds and key results.
+
+    Raises
+    ------
+    RunLockedError
+        Another live ``tofmra run`` is writing into the same run folder.
+    PipelineError
+        Bad input found before any notebook runs (unknown ``-p`` parameter, ``--only`` number,
+        notebooks folder). A failing notebook does not raise: it sets ``status`` to "failed".
     """
     get_profile(profile)  # fail early on an unknown profile
     paths = RunPaths(Path(out) if out else default_run_dir(profile)).ensure()
+    # Before anything reads or writes the folder: a second run on it must stop at once.
+    with run_lock(paths):
+        return _run_locked(profile, paths, only, data_dir, site_b_dir, parameters, book, notebooks_dir, log, threads)
+
+
+def _run_locked(
+    profile: str,
+    paths: RunPaths,
+    only: str | Sequence[str] | None,
+    data_dir: str | os.PathLike[str] | None,
+    site_b_dir: str | os.PathLike[str] | None,
+    parameters: dict[str, Any] | None,
+    book: bool,
+    notebooks_dir: str | os.PathLike[str] | None,
+    log: Callable[[str], None],
+    threads: int | None,
+) -> dict[str, Any]:
+    """The body of :func:`run_pipeline`, run while holding the run folder's lock."""
     nb_dir = Path(notebooks_dir) if notebooks_dir else repo_root() / "notebooks"
     selected = select_notebooks(discover_notebooks(nb_dir), only)
-    extra = dict(parameters or {})
-    for key, value in (("data_dir", data_dir), ("site_b_dir", site_b_dir)):
-        if value:
-            extra[key] = str(Path(value).resolve())
-    plan = plan_parameters(selected, {"profile": profile, "run_dir": str(paths.root)}, extra)
+    options = {
+        key: str(Path(value).resolve())
+        for key, value in (("data_dir", data_dir), ("site_b_dir", site_b_dir))
+        if value
+    }
+    plan = plan_parameters(selected, {"profile": profile, "run_dir": str(paths.root)}, dict(parameters or {}), options)
 
     paths.notebooks_dir.mkdir(parents=True, exist_ok=True)
     summary = _base_summary(paths, profile)

@@ -21,6 +21,7 @@ Notebooks and commands never build these paths by hand; they ask a :class:`RunPa
         notebooks/              executed notebooks (tofmra run)
         book/                   the staged and built Jupyter Book (book_dir)
         summary.json            per-notebook status, time and key results
+        .tofmra-run.lock        present while a `tofmra run` writes here (lock_file)
 """
 
 from __future__ import annotations
@@ -209,6 +210,11 @@ class RunPaths:
     @property
     def summary_file(self) -> Path:
         return self.root / "summary.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """``.tofmra-run.lock``: held by the ``tofmra run`` writing into this folder (pid, host, start, command)."""
+        return self.root / ".tofmra-run.lock"
 
     def ensure(self) -> RunPaths:
         """Create the top-level folders."""
