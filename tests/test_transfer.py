@@ -251,7 +251,9 @@ def test_n0_applies_the_site_a_weights_without_training(tmp_path):
     s = summarize_transfer(df)
     assert transfer.summary_value(s, "synthetic", 0, finetune="none") == pytest.approx(0.71)
     assert list(transfer.pretraining_gain(df).n_subjects) == [1]  # no scratch at n = 0, no gain there
-    fig = __import__("tofmra_utils.plots", fromlist=["transfer_curves"]).transfer_curves(s)
+    from tofmra_utils.plots import transfer_curves
+
+    fig = transfer_curves(s)
     assert any(line.get_label() == "synthetic (not fine-tuned)" for line in fig.axes[0].lines)
     with pytest.raises(ValueError, match=">= 0"):
         plan_runs(["scratch"], ["full"], [-1], [0])

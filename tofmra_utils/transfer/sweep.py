@@ -65,27 +65,27 @@ def _result_unit(results_dir: Path, run: TransferRun, settings: dict[str, Any]) 
 
 
 def _one_run(
-    run: TransferRun, dataset: Any, pool_patches: Any, val_patches: Any, drawn: list[str], init: Path | None,
-    profile: Profile, work_dir: Path, backend: UnetBackend, device: Any,
+    run: TransferRun, settings: dict[str, Any], dataset: Any, pool_patches: Any, val_patches: Any,
+    init: Path | None, profile: Profile, work_dir: Path, backend: UnetBackend, device: Any,
 ) -> tuple[list[dict[str, Any]], float, dict[str, Any]]:
-    t = profile.transfer
-    steps = t.steps_for(run.n_subjects)
+    """Train (unless ``n = 0``) and score one run exactly as its stored ``settings`` say (:func:`_run_settings`)."""
+    steps, drawn = settings["steps"], settings["subjects_drawn"]
     selected: dict[str, Any] = {"steps": steps}
     if steps == 0:  # n = 0: the site-A weights as they are
         checkpoint, seconds = init, 0.0
     else:
         result = backend.train_unet(
             train=pool_patches.for_subjects(drawn), val=val_patches, config=profile.unet, out_dir=work_dir,
-            seed=_train_seed(profile.seed, run.seed, run.n_subjects), device=device, init_checkpoint=init,
-            freeze_encoder=run.finetune == "frozen_encoder", max_steps=steps, lr=t.lr, batch_size=t.batch_size,
-            progress=False, val_every=_val_every(steps, t.val_checks),
+            seed=settings["train_seed"], device=device, init_checkpoint=init,
+            freeze_encoder=run.finetune == "frozen_encoder", max_steps=steps, lr=settings["lr"],
+            batch_size=settings["batch_size"], progress=False, val_every=settings["val_every"],
         )
         checkpoint, seconds = result.checkpoint, float(result.seconds)
         selected["best_val_dice"] = None if result.best_val_dice is None else float(result.best_val_dice)
     model, info = backend.load_unet(checkpoint, device=device)
     if steps:
         selected["selected_step"] = info.get("step")
-    table = backend.evaluate_subjects(model, info, dataset, split="test", mode=t.eval_mode, device=device)
+    table = backend.evaluate_subjects(model, info, dataset, split="test", mode=settings["eval_mode"], device=device)
     rows = [
         {
             "arm": run.arm, "finetune": run.finetune, "n_subjects": run.n_subjects, "seed": run.seed,
@@ -185,7 +185,7 @@ def run_transfer_sweep(
             work_dir = work_root / run.key
             units[run].open()
             started = time.time()
-            rows, seconds, selected = _one_run(run, dataset, pool_patches, val_patches, draws[run],
+            rows, seconds, selected = _one_run(run, units[run].settings, dataset, pool_patches, val_patches,
                                                checkpoints[run.arm], profile, work_dir, backend, device)
             units[run].finish({"run": run.__dict__, "rows": rows, "train_seconds": seconds, "selection": selected,
                                "wall_seconds": time.time() - started})
