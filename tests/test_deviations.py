@@ -68,8 +68,8 @@ def test_every_profile_setting_that_differs_from_the_study_is_explained():
 
 
 def test_a_new_unexplained_deviation_is_caught():
-    changed = _with("paper", gan={"label_threshold": 0.5})
-    assert uncovered_settings(changed) == [("paper", "gan.label_threshold")]
+    changed = _with("paper", unet={"depth": 3})
+    assert uncovered_settings(changed) == [("paper", "unet.depth")]
 
 
 # ----------------------------------------------------------------------------- values come from the profiles

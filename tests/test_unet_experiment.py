@@ -20,6 +20,7 @@ from tofmra_utils.unet.experiment import (
     train_models,
     gap_diagnosis,
     training_set_diagnostics,
+    AGREEMENT,
 )
 
 
@@ -56,7 +57,7 @@ def test_train_models_gives_every_set_the_same_budget(tmp_path):
     # Validation at the same steps for both.
     assert models["real"].history["val_dice"].notna().tolist() == models["dcgan"].history["val_dice"].notna().tolist()
     diag = training_set_diagnostics(sets, models["real"].checkpoint, device="cpu")
-    assert list(diag["set"]) == ["real", "dcgan"] and list(diag["label"]) == ["real", "DCGAN"] and diag["Dice(real-trained U-net, label)"].between(0, 1).all()
+    assert list(diag["set"]) == ["real", "dcgan"] and list(diag["label"]) == ["real", "DCGAN"] and diag[AGREEMENT].between(0, 1).all()
     assert diag["vessel fraction"].iloc[0] == pytest.approx(sets["real"].vessel_fraction(), abs=1e-4)
 
 
@@ -105,7 +106,7 @@ def _tables(real_dsc, syn_dsc, syn_agree, syn_fraction, syn_inside):
         "vessel fraction": [0.03, 0.01, syn_fraction],
         "intensity inside label": [0.5, 0.0, syn_inside],
         "intensity outside label": [-0.5, -0.5, -0.5],
-        "Dice(real-trained U-net, label)": [0.9, 0.3, syn_agree],
+        AGREEMENT: [0.9, 0.3, syn_agree],
     })
     return summary, diagnostics
 

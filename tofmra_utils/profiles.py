@@ -119,6 +119,9 @@ class GanSettings:
         Discriminator/critic steps per generator step (1 for DCGAN, 5 for the WGANs).
     gp_weight
         Gradient-penalty weight lambda (0 for DCGAN, 10 for the WGANs).
+    min_steps
+        Floor on the generator steps, so a budget counted in epochs does not shrink to nothing
+        on a small data set (a few real heads). 0: epochs alone decide (the study).
     """
 
     z_dim: int
@@ -128,6 +131,7 @@ class GanSettings:
     epochs: int
     n_critic: int = 1
     gp_weight: float = 0.0
+    min_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,31 @@ class GanConfig:
         Study: 0.05. The CPU profiles use the DCGAN paper's 0.02: with 0.05 the DCGAN's
         discriminator wins at once on the course data and the generator collapses to noise
         within the short CPU schedule.
+    upsampling
+        Generator upsampling layer: ``"transposed5"`` (the study's kernel-5 transposed conv) or
+        ``"nearest3"`` (nearest-neighbour doubling + 3x3 conv: cheaper, no checkerboards).
+    critic_kernel
+        Kernel of the critic's strided convolutions: 5 (the study), 4 or 3 (cheaper).
+    image_scaling
+        How a generated image channel becomes a training image: ``"per_patch"`` min-max scales
+        each patch to [-1, 1], the rule every real patch and inference tile follows (and the
+        study's code); ``"clip"`` only clips to [-1, 1] (this project's earlier behaviour, kept
+        to measure what the fix is worth).
+    ema_decay
+        Sample from an exponential moving average of the generator's weights with this decay
+        (:mod:`tofmra_utils.gan.ema`); ``None``: the last generator, as the study.
+    diffaug
+        Differentiable augmentation of every critic input (:mod:`tofmra_utils.gan.augment`),
+        a tuple of ``flip``, ``rot90``, ``translation``, ``cutout``; empty: none, as the study.
+    snapshots
+        Generator snapshots kept over the last part of training (evenly spaced, the last one
+        included) from which generation picks the one with the best score on the real
+        validation patches (:mod:`tofmra_utils.gan.selection`); 1: the last one, as the study
+        used a fixed epoch.
+    label_threshold_rule
+        ``"fixed"``: binarize generated labels at ``label_threshold`` (the study).
+        ``"match_real"``: at the threshold where the synthetic vessel fraction equals the real
+        training fraction. Both thresholds are reported either way.
     """
 
     generator_channels: tuple[int, ...]
@@ -164,6 +193,23 @@ class GanConfig:
     sample_every: int = 100
     checkpoint_every: int = 200
     init_std: float = 0.05
+    upsampling: str = "transposed5"
+    critic_kernel: int = 5
+    image_scaling: str = "per_patch"
+    ema_decay: float | None = None
+    diffaug: tuple[str, ...] = ()
+    snapshots: int = 1
+    label_threshold_rule: str = "fixed"
+
+    def __post_init__(self) -> None:
+        if self.image_scaling not in ("per_patch", "clip"):
+            raise ValueError(f"image_scaling must be 'per_patch' or 'clip', got {self.image_scaling!r}")
+        if self.label_threshold_rule not in ("fixed", "match_real"):
+            raise ValueError(f"label_threshold_rule must be 'fixed' or 'match_real', got {self.label_threshold_rule!r}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie strictly between 0 and 1 (or be None), got {self.ema_decay}")
+        if self.snapshots < 1:
+            raise ValueError(f"snapshots must be at least 1, got {self.snapshots}")
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,14 @@ def _n_synthetic_here(profiles: Profiles) -> str:
                                              "training patches"))
 
 
+def _which_generator(p: Profile) -> str:
+    weights = f"the weight average (EMA, decay {_fmt(p.gan.ema_decay)})" if p.gan.ema_decay else "the generator"
+    if p.gan.snapshots > 1:
+        return (f"{weights} at the best of {p.gan.snapshots} snapshots over the second half of training, scored by "
+                "the Dice on the real validation patches of a small U-net trained briefly on each snapshot's pairs")
+    return f"{weights} at the end of the schedule (the last `checkpoint.pt`)"
+
+
 def _fresh_batches_here(profiles: Profiles) -> str:
     n_critic = _per_profile(profiles, lambda p: _fmt(max(s.n_critic for s in p.gan.variants.values())))
     return (f"each of the {n_critic} critic steps draws the next real batch; an epoch still counts N / batch "
@@ -173,9 +181,48 @@ _GAN: tuple[_Rule, ...] = (
           applies=lambda p: "wgan_gp_sn" in p.gan.variants),
     _Rule("GAN", "Which generator makes the synthetic set",
           "selected checkpoints: DCGAN epoch 140 of 300, WGANs epoch 180 of 200 (criterion not stated)",
-          "the generator at the end of the schedule (the last `checkpoint.pt`)",
-          "The study does not say how it chose those epochs; with no stated criterion, the final generator is the "
-          "choice anyone can repeat."),
+          lambda ps: _per_profile(ps, _which_generator),
+          "The study does not say how it chose those epochs. A stated, repeatable criterion instead: the final "
+          "generator, or (profiles with snapshots) the snapshot whose pairs train a small U-net best on the real "
+          "validation patches (`gan/selection.py`); test data never enter the choice.",
+          fields=("gan.snapshots",), applies=lambda p: True),
+    _Rule("GAN", "Weight average of the generator (EMA)",
+          "none: samples come from the generator's current weights",
+          _setting("gan.ema_decay"),
+          "Measured on the course profile (issue 20, closing note): see the row's number there. A running average "
+          "of the weights sits in the middle of the generator's step-to-step wandering; its batch-norm statistics "
+          "are recomputed before it generates (`gan/ema.py`).",
+          fields=("gan.ema_decay",)),
+    _Rule("GAN", "Differentiable augmentation of the critic's inputs",
+          "none",
+          lambda ps: _per_profile(ps, lambda p: _fmt(p.gan.diffaug)),
+          "DiffAugment (Zhao et al. 2020) against a critic that memorizes a small training set; the same random "
+          "flips, rotations, shifts and cutout on image and label, real and fake alike (`gan/augment.py`).",
+          fields=("gan.diffaug",)),
+    _Rule("GAN", "Generator upsampling and critic kernels",
+          "kernel-5 transposed convolutions (stride 2) in the generator, kernel-5 strided convolutions in the critic",
+          lambda ps: _per_profile(ps, lambda p: f"generator {p.gan.upsampling}, critic kernel {p.gan.critic_kernel}"),
+          "CPU time: cheaper layers buy more generator steps within the course budget "
+          "(`benchmarks/bench_gan.py --changes` prints the cost per step of each).",
+          fields=("gan.upsampling", "gan.critic_kernel")),
+    _Rule("GAN", "Floor on the generator steps",
+          "none: the schedule is epochs x N / batch generator steps",
+          lambda ps: _per_profile(ps, lambda p: ", ".join(f"{n} at least {_fmt(v.min_steps)}"
+                                                          for n, v in p.gan.variants.items())),
+          "A budget counted in epochs shrinks with the data: on three real heads the course WGANs got 188 "
+          "generator steps and drew no vessel label at all (issue 20). The floor keeps the steps the course "
+          "profile was tuned with.",
+          fields=_variant_fields("min_steps")),
+    _Rule("GAN", "Label threshold of the synthetic pairs",
+          "0.8 on the [0, 1] scale of the generated label channel",
+          lambda ps: _per_profile(ps, lambda p: (
+              f"{_fmt(p.gan.label_threshold)}" if p.gan.label_threshold_rule == "fixed" else
+              "the threshold at which the synthetic vessel fraction equals the real training fraction "
+              "(`gan/generate.py`, `matching_threshold`)")),
+          "Measured on the course profile (issue 20): at 0.8 the course GANs' labels mark about half the real "
+          "vessel fraction and the synthetic-trained U-nets under-segment. Every datasheet reports both "
+          "thresholds and the fraction at each.",
+          fields=("gan.label_threshold", "gan.label_threshold_rule")),
     _Rule("GAN", "Generator mode when sampling",
           "the study's code generates without `.eval()`: batch norm normalizes with each generated batch's "
           "statistics",
@@ -185,10 +232,9 @@ _GAN: tuple[_Rule, ...] = (
     _Rule("GAN", "Scaling of the synthetic images",
           "each synthetic image rescaled per patch (to 0..255, `rescale_unet`) before the U-net: every patch, "
           "real or synthetic, is scaled the same way",
-          "the generator's image channel clipped to [-1, 1], not rescaled per patch; real patches and inference "
-          "tiles are min-max scaled per patch to exactly [-1, 1] (`gan/generate.py`)",
-          "No reason recorded beyond keeping 'the same range as the real patches' (`gan/generate.py`). A "
-          "synthetic patch that does not reach -1 and 1 is therefore scaled unlike a real patch; not measured."),
+          "the generator's image channel clipped to [-1, 1], not rescaled per patch (`image_scaling = \"clip\"`)",
+          "Kept only to measure what the per-patch rule is worth; every profile uses the study's rule.",
+          fields=("gan.image_scaling",)),
 )
 
 

@@ -79,7 +79,7 @@ def _positive(ns: Iterable[int]) -> tuple[int, ...]:
 def _gan_settings(name: str, z_dim: int, lr: float, betas: tuple[float, float], batch_size: int, epochs: int,
                   n_critic: int, gp_weight: float) -> tuple[StudySetting, ...]:
     values = {"z_dim": z_dim, "lr": lr, "betas": betas, "batch_size": batch_size, "epochs": epochs,
-              "n_critic": n_critic, "gp_weight": gp_weight}
+              "n_critic": n_critic, "gp_weight": gp_weight, "min_steps": 0}
     return tuple(StudySetting(f"gan.variants.{name}.{field}", value) for field, value in values.items())
 
 
@@ -100,6 +100,13 @@ STUDY_SETTINGS: tuple[StudySetting, ...] = (
     StudySetting("gan.n_synthetic", 41000),
     StudySetting("gan.label_threshold", 0.8),
     StudySetting("gan.init_std", 0.05),
+    StudySetting("gan.upsampling", "transposed5"),
+    StudySetting("gan.critic_kernel", 5),
+    StudySetting("gan.image_scaling", "per_patch"),
+    StudySetting("gan.ema_decay", None),
+    StudySetting("gan.diffaug", ()),
+    StudySetting("gan.snapshots", 1),
+    StudySetting("gan.label_threshold_rule", "fixed"),
     *_gan_settings("dcgan", 100, 3e-4, (0.5, 0.999), 250, 300, 1, 0.0),
     *_gan_settings("wgan_gp", **_WGAN),
     *_gan_settings("wgan_gp_sn", **_WGAN),

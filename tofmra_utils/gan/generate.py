@@ -1,8 +1,17 @@
 """Synthetic image/label pairs from a trained generator, in the patch-set format the U-net reads.
 
-The generator outputs two channels in [-1, 1]. The image channel is kept in [-1, 1] (clipped),
-the same range as the real patches. The label channel is mapped to [0, 1] and binarized at a
-threshold (the study's 0.8): a pixel is vessel when ``(label + 1) / 2 > threshold``.
+The generator outputs two channels in [-1, 1]. The image channel is min-max scaled per patch
+to [-1, 1] (``image_scaling="per_patch"``), the rule every real training patch and every
+inference tile follows (:func:`~tofmra_utils.conventions.normalize_patch`) and the study's code
+applies to its synthetic images; ``"clip"`` only clips, which left synthetic-trained U-nets
+unprepared for the stretched vessel-free tiles of inference. The label channel is mapped to
+[0, 1] and binarized at a threshold (the study's 0.8): a pixel is vessel when
+``(label + 1) / 2 > threshold``. :func:`matching_threshold` gives the threshold at which the
+synthetic vessel fraction equals the real one; the datasheet reports both.
+
+Which weights generate: the weight average when training kept one (``GanConfig.ema_decay``,
+batch-norm statistics recomputed, :mod:`tofmra_utils.gan.ema`), else the last generator; or a
+snapshot chosen on real validation patches (:mod:`tofmra_utils.gan.selection`).
 
 ``generate_from_checkpoint`` writes ``out_dir/patches.npz`` (:meth:`PatchSet.synthetic`) and
 ``out_dir/datasheet.json``, which says what made the data (GAN, checkpoint hash, step, seed,
@@ -20,13 +29,18 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_checkpoint, strip_module_prefix
-from ..conventions import decode_label, file_hash
+from ..conventions import decode_label, file_hash, normalize_patch
 from ..io import DataError, write_json
 from ..patchset import PatchSet
 from ..seeding import default_device
+from .ema import recalibrate_batchnorm
 from .models import Generator
 
-__all__ = ["load_generator", "generate_pairs", "fixed_noise_pairs", "generate_from_checkpoint", "DATASHEET_NAME", "PATCHES_NAME"]
+__all__ = ["load_generator", "generate_pairs", "fixed_noise_pairs", "generate_from_checkpoint", "matching_threshold",
+           "scale_generated_images", "DATASHEET_NAME", "PATCHES_NAME", "IMAGE_SCALINGS"]
+
+#: How a generated image channel becomes a training image (see the module docstring).
+IMAGE_SCALINGS = ("per_patch", "clip")
 
 PATCHES_NAME = "patches.npz"
 DATASHEET_NAME = "datasheet.json"
@@ -40,15 +54,30 @@ NO_SUBJECT_DATA_NOTE = (
 )
 
 
-def load_generator(checkpoint: str | os.PathLike[str], device: torch.device | str | None = None) -> tuple[Generator, dict[str, Any]]:
+def load_generator(
+    checkpoint: str | os.PathLike[str], device: torch.device | str | None = None, snapshot: str | os.PathLike[str] | None = None,
+) -> tuple[Generator, dict[str, Any]]:
     """Rebuild the generator stored in a GAN checkpoint (no profile needed).
+
+    Parameters
+    ----------
+    checkpoint
+        A GAN ``checkpoint.pt``.
+    device
+        Default: CUDA when available.
+    snapshot
+        A snapshot file of the same run (``snapshots/step_XXXXXX.pt``) whose weights to load
+        instead of the checkpoint's sampling weights.
 
     Returns
     -------
     generator
-        In eval mode on ``device`` (default: CUDA when available).
+        In eval mode on ``device``: the weight average when the run kept one (batch-norm
+        statistics recomputed from fresh noise), else the last generator.
     info
-        ``gan``, ``profile``, ``step``, ``total_steps``, ``seed``, ``label_threshold``, ``z_dim``.
+        ``gan``, ``profile``, ``step`` (of the weights loaded), ``total_steps``, ``seed``,
+        ``label_threshold``, ``label_threshold_rule``, ``image_scaling``, ``z_dim``, ``weights``
+        (``"final"`` or ``"ema"``), ``snapshot`` (file name or ``None``).
 
     Raises
     ------
@@ -60,13 +89,23 @@ def load_generator(checkpoint: str | os.PathLike[str], device: torch.device | st
     if "generator" not in state or "generator_args" not in state:
         raise DataError(path, "not a GAN checkpoint (no generator weights / constructor arguments)")
     args = dict(state["generator_args"])
+    step = int(state.get("step", -1))
+    use_ema = "generator_ema" in state
+    weights = state["generator_ema"]["model"] if use_ema else state["generator"]
+    if snapshot is not None:
+        snap = load_checkpoint(Path(snapshot))
+        if "generator" not in snap:
+            raise DataError(Path(snapshot), "not a generator snapshot (no generator weights)")
+        weights, step, use_ema = snap["generator"], int(snap["step"]), bool(snap.get("ema", False))
     try:
         generator = Generator(**args)
-        generator.load_state_dict(strip_module_prefix(state["generator"]))
+        generator.load_state_dict(strip_module_prefix(weights))
     except (TypeError, ValueError, RuntimeError) as err:
         raise DataError(path, f"generator weights do not match its stored architecture ({err})") from None
     device = torch.device(device) if device is not None else default_device()
     generator.to(device).eval()
+    if use_ema:  # averaged weights never ran forward: their batch-norm statistics are recomputed
+        recalibrate_batchnorm(generator, int(args["z_dim"]), seed=int(state.get("seed") or 0))
     info = {
         "gan": state.get("gan", "unknown"),
         "profile": state.get("profile", "unknown"),
@@ -74,9 +113,48 @@ def load_generator(checkpoint: str | os.PathLike[str], device: torch.device | st
         "total_steps": int(state.get("total_steps", -1)),
         "seed": state.get("seed"),
         "label_threshold": float(state.get("label_threshold", DEFAULT_THRESHOLD)),
+        "label_threshold_rule": str(state.get("label_threshold_rule", "fixed")),
+        "image_scaling": str(state.get("image_scaling", "clip")),
         "z_dim": int(args["z_dim"]),
+        "weights": "ema" if use_ema else "final",
+        "snapshot": Path(snapshot).name if snapshot is not None else None,
     }
+    info["step"] = step
     return generator, info
+
+
+def scale_generated_images(image: np.ndarray, scaling: str = "per_patch") -> np.ndarray:
+    """Generated image channel (n, P, P) -> training images by the rule ``scaling`` (float32).
+
+    ``"per_patch"``: :func:`~tofmra_utils.conventions.normalize_patch`, exactly what real patches
+    get; ``"clip"``: clipped to [-1, 1].
+    """
+    if scaling == "per_patch":
+        return normalize_patch(image)
+    if scaling == "clip":
+        return np.clip(np.asarray(image, np.float32), -1.0, 1.0)
+    raise ValueError(f"unknown image scaling {scaling!r}: choose one of {', '.join(IMAGE_SCALINGS)}")
+
+
+def matching_threshold(label_channel: np.ndarray, real_fraction: float) -> float:
+    """The threshold at which the generated vessel fraction equals ``real_fraction``.
+
+    Parameters
+    ----------
+    label_channel
+        Generated label channel, any shape, in [-1, 1].
+    real_fraction
+        Vessel fraction of the real training labels, in (0, 1).
+
+    Returns
+    -------
+    float in (0, 1) on the [0, 1] scale of :func:`~tofmra_utils.conventions.decode_label`:
+    the ``1 - real_fraction`` quantile of ``(label_channel + 1) / 2``, kept inside [0.01, 0.99].
+    """
+    if not 0.0 < real_fraction < 1.0:
+        raise ValueError(f"real_fraction must lie strictly between 0 and 1, got {real_fraction}")
+    prob = (np.asarray(label_channel, np.float64).ravel() + 1.0) / 2.0
+    return float(np.clip(np.quantile(prob, 1.0 - real_fraction), 0.01, 0.99))
 
 
 @torch.no_grad()
@@ -88,6 +166,7 @@ def generate_pairs(
     threshold: float = DEFAULT_THRESHOLD,
     device: torch.device | str | None = None,
     batch_size: int = 500,
+    image_scaling: str = "per_patch",
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` image/label pairs from ``generator`` (eval mode, reproducible by ``seed``).
 
@@ -107,6 +186,9 @@ def generate_pairs(
         Where to run (default: where the generator's weights are).
     batch_size
         Pairs per forward pass.
+    image_scaling
+        ``"per_patch"`` (min-max per patch, as real patches) or ``"clip"``
+        (:func:`scale_generated_images`).
 
     Returns
     -------
@@ -119,19 +201,37 @@ def generate_pairs(
         raise ValueError(f"n must be at least 1, got {n}")
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
+    images, labels = [], []
+    for out in _generate(generator, n, z_dim, seed, device, batch_size):
+        images.append(scale_generated_images(out[:, 0].numpy(), image_scaling))
+        labels.append(decode_label(out[:, 1], threshold).to(torch.uint8).numpy())
+    return np.concatenate(images).astype(np.float32), np.concatenate(labels)
+
+
+@torch.no_grad()
+def generated_label_channel(
+    generator: Generator, n: int, z_dim: int | None = None, seed: int = 0, device: torch.device | str | None = None,
+    batch_size: int = 500,
+) -> np.ndarray:
+    """The raw label channel (n, P, P) in [-1, 1] of ``n`` generated pairs (for threshold reports)."""
+    return np.concatenate([out[:, 1].numpy() for out in _generate(generator, n, z_dim, seed, device, batch_size)])
+
+
+def _generate(generator: Generator, n: int, z_dim: int | None, seed: int, device: Any, batch_size: int):
+    """Yield the generator's raw output, (b, 2, P, P) float32 CPU tensors, for ``n`` seeded latents."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
     z_dim = int(z_dim or generator.z_dim)
     device = torch.device(device) if device is not None else next(generator.parameters()).device
     was_training = generator.training
     generator.to(device).eval()
     rng = torch.Generator().manual_seed(int(seed))
-    images, labels = [], []
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
-        out = generator(torch.randn(b, z_dim, generator=rng).to(device)).float().cpu()
-        images.append(out[:, 0].clamp(-1.0, 1.0).numpy())
-        labels.append(decode_label(out[:, 1], threshold).to(torch.uint8).numpy())
-    generator.train(was_training)
-    return np.concatenate(images).astype(np.float32), np.concatenate(labels)
+    try:
+        for start in range(0, n, batch_size):
+            b = min(batch_size, n - start)
+            yield generator(torch.randn(b, z_dim, generator=rng).to(device)).float().cpu()
+    finally:
+        generator.train(was_training)
 
 
 @torch.no_grad()
@@ -152,7 +252,7 @@ def fixed_noise_pairs(
     threshold = info["label_threshold"] if threshold is None else float(threshold)
     device = next(generator.parameters()).device
     out = generator(state["fixed_noise"].to(device)).float().cpu()
-    image = out[:, 0].clamp(-1.0, 1.0).numpy().astype(np.float32)
+    image = scale_generated_images(out[:, 0].numpy(), info["image_scaling"])
     label = decode_label(out[:, 1], threshold).to(torch.uint8).numpy()
     return image, label
 
@@ -164,6 +264,9 @@ def generate_from_checkpoint(
     seed: int = 0,
     threshold: float | None = None,
     batch_size: int = 500,
+    real_fraction: float | None = None,
+    snapshot: str | os.PathLike[str] | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``n`` synthetic pairs and their datasheet to ``out_dir``; returns ``out_dir/patches.npz``.
 
@@ -178,14 +281,42 @@ def generate_from_checkpoint(
     seed
         Noise seed.
     threshold
-        Label threshold in (0, 1); default: the one stored in the checkpoint (profile's, 0.8).
+        Label threshold in (0, 1); default: by the run's rule (``label_threshold_rule``): the
+        stored threshold (profile's, study 0.8) or, for ``"match_real"``, the matching one.
     batch_size
         Pairs per forward pass.
+    real_fraction
+        Vessel fraction of the real training labels: the datasheet then reports the threshold
+        at which the synthetic fraction matches it (:func:`matching_threshold`, measured on
+        2000 extra pairs) and the fractions at both thresholds. Required by ``"match_real"``.
+    snapshot
+        Generate from this snapshot of the run instead of its final (or averaged) weights.
+    selection
+        How the snapshot was chosen (:func:`~tofmra_utils.gan.selection.select_snapshot`),
+        copied into the datasheet.
     """
     checkpoint = Path(checkpoint)
-    generator, info = load_generator(checkpoint)
-    threshold = info["label_threshold"] if threshold is None else float(threshold)
-    image, label = generate_pairs(generator, n, info["z_dim"], seed=seed, threshold=threshold, batch_size=batch_size)
+    generator, info = load_generator(checkpoint, snapshot=snapshot)
+    report: dict[str, Any] = {}
+    if real_fraction is not None and 0.0 < real_fraction < 1.0:
+        channel = generated_label_channel(generator, 2000, info["z_dim"], seed=seed + 1, batch_size=batch_size)
+        matched = matching_threshold(channel, real_fraction)
+        report = {
+            "real_vessel_fraction": round(float(real_fraction), 5),
+            "threshold_matching_real": round(matched, 4),
+            "vessel_fraction_at_stored_threshold": round(float(decode_label(channel, info["label_threshold"]).mean()), 5),
+            "vessel_fraction_at_matching_threshold": round(float(decode_label(channel, matched).mean()), 5),
+        }
+    if threshold is None:
+        if info["label_threshold_rule"] == "match_real":
+            if not report:
+                raise ValueError("label_threshold_rule 'match_real' needs the real vessel fraction (real_fraction)")
+            threshold = float(report["threshold_matching_real"])
+        else:
+            threshold = info["label_threshold"]
+    threshold = float(threshold)
+    image, label = generate_pairs(generator, n, info["z_dim"], seed=seed, threshold=threshold, batch_size=batch_size,
+                                  image_scaling=info["image_scaling"])
     out_dir = Path(out_dir)
     provenance = {
         "source": "gan",
@@ -194,6 +325,8 @@ def generate_from_checkpoint(
         "seed": int(seed),
         "threshold": threshold,
         "profile": info["profile"],
+        "weights": info["weights"],
+        "snapshot": info["snapshot"],
     }
     patches = PatchSet.synthetic(image, label, meta=provenance)
     patches_path = patches.save(out_dir / PATCHES_NAME)
@@ -208,8 +341,15 @@ def generate_from_checkpoint(
         "n": int(n),
         "patch_size": int(image.shape[-1]),
         "threshold": threshold,
+        "threshold_rule": info["label_threshold_rule"],
+        "stored_threshold": info["label_threshold"],
+        **report,
         "label_rule": "vessel where (label_channel + 1) / 2 > threshold",
         "image_range": [-1.0, 1.0],
+        "image_scaling": info["image_scaling"],
+        "weights": info["weights"],
+        "snapshot": info["snapshot"],
+        "selection": selection,
         "vessel_fraction": patches.vessel_fraction(),
         "profile": info["profile"],
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

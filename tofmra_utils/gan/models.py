@@ -41,6 +41,8 @@ from ..profiles import GAN_NAMES, Profile
 
 __all__ = [
     "INIT_STD",
+    "UPSAMPLINGS",
+    "CRITIC_KERNELS",
     "Generator",
     "Critic",
     "MinibatchDiscrimination",
@@ -93,14 +95,31 @@ def init_weights(module: nn.Module, std: float = INIT_STD) -> None:
             nn.init.normal_(m.T, 0.0, std)
 
 
-def _up(c_in: int, c_out: int) -> nn.ConvTranspose2d:
-    """Transposed conv that exactly doubles H and W (kernel 5, stride 2, padding 2, output padding 1)."""
-    return nn.ConvTranspose2d(c_in, c_out, kernel_size=5, stride=2, padding=2, output_padding=1)
+#: Generator upsampling layers: the study's kernel-5 transposed convolution, or nearest-neighbour
+#: doubling followed by a 3x3 convolution (cheaper, and free of transposed-convolution checkerboards).
+UPSAMPLINGS: tuple[str, ...] = ("transposed5", "nearest3")
+#: Critic kernel sizes (stride 2 each): 5 as the study, or 4 / 3 as cheaper options.
+CRITIC_KERNELS: tuple[int, ...] = (5, 4, 3)
 
 
-def _down(c_in: int, c_out: int) -> nn.Conv2d:
-    """Strided conv that exactly halves H and W (kernel 5, stride 2, padding 2)."""
-    return nn.Conv2d(c_in, c_out, kernel_size=5, stride=2, padding=2)
+def _up(c_in: int, c_out: int, upsampling: str = "transposed5") -> nn.Module:
+    """A layer that exactly doubles H and W.
+
+    ``transposed5``: transposed conv, kernel 5, stride 2, padding 2, output padding 1 (the study).
+    ``nearest3``: nearest-neighbour doubling, then a 3x3 conv with padding 1.
+    """
+    if upsampling == "transposed5":
+        return nn.ConvTranspose2d(c_in, c_out, kernel_size=5, stride=2, padding=2, output_padding=1)
+    if upsampling == "nearest3":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, kernel_size=3, padding=1))
+    raise ValueError(f"unknown upsampling {upsampling!r}: choose one of {', '.join(UPSAMPLINGS)}")
+
+
+def _down(c_in: int, c_out: int, kernel_size: int = 5) -> nn.Conv2d:
+    """Strided conv that exactly halves even H and W (stride 2; kernel 5, 4 or 3)."""
+    if kernel_size not in CRITIC_KERNELS:
+        raise ValueError(f"critic kernel size must be one of {CRITIC_KERNELS}, got {kernel_size}")
+    return nn.Conv2d(c_in, c_out, kernel_size=kernel_size, stride=2, padding=(kernel_size - 1) // 2)
 
 
 class Generator(nn.Module):
@@ -118,12 +137,16 @@ class Generator(nn.Module):
         2: image and label.
     init_std
         Spread of the normal weight initialization (the study: 0.05).
+    upsampling
+        One of :data:`UPSAMPLINGS` (the study: ``transposed5``).
     """
 
     def __init__(
-        self, z_dim: int, channels: Sequence[int], patch_size: int, out_channels: int = 2, init_std: float = INIT_STD
+        self, z_dim: int, channels: Sequence[int], patch_size: int, out_channels: int = 2, init_std: float = INIT_STD,
+        upsampling: str = "transposed5",
     ) -> None:
         super().__init__()
+        self.upsampling = str(upsampling)
         self.z_dim = int(z_dim)
         self.channels = tuple(int(c) for c in channels)
         self.patch_size = int(patch_size)
@@ -138,8 +161,8 @@ class Generator(nn.Module):
         )
         blocks: list[nn.Module] = []
         for c_in, c_out in zip(self.channels[:-1], self.channels[1:]):
-            blocks += [_up(c_in, c_out), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-        blocks += [_up(self.channels[-1], self.out_channels), nn.Tanh()]
+            blocks += [_up(c_in, c_out, self.upsampling), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        blocks += [_up(self.channels[-1], self.out_channels, self.upsampling), nn.Tanh()]
         self.upsample = nn.Sequential(*blocks)
         init_weights(self, init_std)
 
@@ -150,6 +173,7 @@ class Generator(nn.Module):
             "channels": list(self.channels),
             "patch_size": self.patch_size,
             "out_channels": self.out_channels,
+            "upsampling": self.upsampling,
         }
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -202,6 +226,8 @@ class Critic(nn.Module):
         2: image and label.
     init_std
         Spread of the normal weight initialization (the study: 0.05).
+    kernel_size
+        Kernel of the strided convolutions, one of :data:`CRITIC_KERNELS` (the study: 5).
 
     Notes
     -----
@@ -218,6 +244,7 @@ class Critic(nn.Module):
         minibatch_kernels: int = 0,
         in_channels: int = 2,
         init_std: float = INIT_STD,
+        kernel_size: int = 5,
     ) -> None:
         super().__init__()
         if norm not in ("batch", "layer", "none"):
@@ -229,7 +256,7 @@ class Critic(nn.Module):
         widths = [in_channels, *reversed(self.channels)]  # e.g. 2 -> 16 -> 32 -> 64
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:])):
-            layers.append(_down(c_in, c_out))
+            layers.append(_down(c_in, c_out, kernel_size))
             if i > 0 and norm == "batch":
                 layers.append(nn.BatchNorm2d(c_out))
             elif i > 0 and norm == "layer":
@@ -262,7 +289,8 @@ def build_generator(name: str, profile: Profile) -> Generator:
     """The generator of GAN ``name`` for ``profile`` (z size from the GAN's settings)."""
     settings = profile.gan.variants[_check_name(name)]
     return Generator(
-        settings.z_dim, profile.gan.generator_channels, profile.data.patch_size, init_std=profile.gan.init_std
+        settings.z_dim, profile.gan.generator_channels, profile.data.patch_size, init_std=profile.gan.init_std,
+        upsampling=profile.gan.upsampling,
     )
 
 
@@ -276,6 +304,7 @@ def build_critic(name: str, profile: Profile, minibatch_kernels: int = 50) -> Cr
         spectral=name == "wgan_gp_sn",
         minibatch_kernels=minibatch_kernels if name == "dcgan" else 0,
         init_std=profile.gan.init_std,
+        kernel_size=profile.gan.critic_kernel,
     )
 
 

@@ -63,6 +63,11 @@ def train_stage(ctx: Any, name: str, train: PatchSet, retrain: bool = False) -> 
                        resume=not retrain, progress=not ctx.headless)
     print(f"{result.steps} generator steps in {result.seconds:.0f} s of training "
           f"({result.seconds / max(result.steps, 1):.2f} s per step on {ctx.device.type})")
+    if result.label_alerts:
+        steps = ", ".join(f"{s} ({f:.4f})" for s, f in result.label_alerts)
+        last_check_low = result.label_alerts[-1][0] == result.steps  # the last sample check is at the last step
+        back = "it had not come back by the last check" if last_check_low else "it was back above that at the end"
+        print(f"label monitor: the samples' vessel fraction fell below a tenth of the real one at step(s) {steps}; {back}")
     return result
 
 
@@ -90,12 +95,32 @@ def final_samples_figure(ctx: Any, name: str, result: GanTrainResult, n: int = 1
 
 
 def synthetic_stage(ctx: Any, name: str, result: GanTrainResult) -> tuple[PatchSet, dict[str, Any]]:
-    """Generate the GAN's synthetic training set into ``synthetic/<name>/``; returns it and its datasheet."""
+    """Generate the GAN's synthetic training set into ``synthetic/<name>/``; returns it and its datasheet.
+
+    When the run kept snapshots (``GanConfig.snapshots > 1``) each is scored on the real
+    *validation* patches first (:func:`~tofmra_utils.gan.selection.select_snapshot`) and the best
+    generates. The datasheet reports the label threshold used beside the one matching the real
+    training vessel fraction.
+    """
+    dataset = ctx.dataset("A")
+    real_fraction = float((dataset.patches("train").label > 0).mean())
+    selection = None
+    if ctx.profile.gan.snapshots > 1:
+        from .selection import select_snapshot
+
+        selection = select_snapshot(result.checkpoint, dataset.patches("val"), real_fraction, seed=ctx.seed,
+                                    device=ctx.device)
+        scores = ", ".join(f"step {k}: {v:.3f}" for k, v in selection["scores"].items())
+        print(f"snapshot scores (Dice of a small U-net trained on their pairs, on real validation patches): {scores}; "
+              f"chosen: step {selection['step']} ({selection['seconds']:.0f} s)")
     file = generate_from_checkpoint(result.checkpoint, n=ctx.profile.gan.n_synthetic,
-                                    out_dir=ctx.paths.synthetic_dir(name), seed=ctx.seed)
+                                    out_dir=ctx.paths.synthetic_dir(name), seed=ctx.seed, real_fraction=real_fraction,
+                                    snapshot=selection["snapshot"] if selection else None, selection=selection)
     synthetic = PatchSet.load(file)
     datasheet = read_json(ctx.paths.datasheet_file(name))
-    print(f"{len(synthetic)} synthetic pairs -> {file}")
+    print(f"{len(synthetic)} synthetic pairs from the {datasheet['weights']} weights of step {datasheet['generator_step']}, "
+          f"labels at threshold {datasheet['threshold']:.3f} ({datasheet['threshold_rule']}; the threshold matching the "
+          f"real vessel fraction is {datasheet.get('threshold_matching_real', float('nan')):.3f}) -> {file}")
     return synthetic, datasheet
 
 

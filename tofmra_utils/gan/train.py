@@ -41,6 +41,8 @@ from ..batches import BatchStream
 from ..profiles import GAN_NAMES, GanSettings, Profile
 from ..resumable import ResumableUnit, array_digest
 from ..seeding import default_device, get_rng_state, set_determinism, set_rng_state
+from .augment import AugmentedCritic
+from .ema import GeneratorEma
 from .losses import GanLoss, loss_for
 from .step import gan_step
 from .models import Generator, build_gan
@@ -52,6 +54,10 @@ __all__ = [
     "total_generator_steps",
     "load_history",
     "save_sample_grid",
+    "save_snapshot",
+    "list_snapshots",
+    "snapshot_steps",
+    "LabelMonitor",
     "sample_mosaic",
     "CHECKPOINT_NAME",
     "N_FIXED_NOISE",
@@ -60,6 +66,7 @@ __all__ = [
 CHECKPOINT_NAME = "checkpoint.pt"
 LOSSES_NAME = "losses.csv"
 SAMPLES_DIR = "samples"
+SNAPSHOTS_DIR = "snapshots"
 #: Samples in the fixed-noise grid (4 rows of 8).
 N_FIXED_NOISE = 32
 #: Columns of losses.csv in this order (NaN where a GAN does not have the quantity).
@@ -89,6 +96,11 @@ class GanTrainResult:
         Wall time of this call only.
     out_dir
         The GAN's folder.
+    label_alerts
+        ``(step, vessel fraction)`` of the sample checks at which the label monitor found the
+        label channel nearly empty (:class:`LabelMonitor`; this call's checks only).
+    label_recovered_at
+        The sample step at which the label channel came back after a warning, if it did.
     """
 
     checkpoint: Path
@@ -98,6 +110,8 @@ class GanTrainResult:
     total_steps: int = 0
     seconds_this_call: float = 0.0
     out_dir: Path | None = None
+    label_alerts: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    label_recovered_at: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -121,9 +135,9 @@ def gan_tensor(patches: PatchSet) -> torch.Tensor:
     return torch.stack([image, label], dim=1)
 
 
-def total_generator_steps(n_samples: int, batch_size: int, epochs: float) -> int:
-    """``round(epochs * N / batch)`` generator steps, at least 1."""
-    return max(1, int(round(epochs * n_samples / batch_size)))
+def total_generator_steps(n_samples: int, batch_size: int, epochs: float, min_steps: int = 0) -> int:
+    """``round(epochs * N / batch)`` generator steps, at least ``min_steps`` and at least 1."""
+    return max(1, int(min_steps), int(round(epochs * n_samples / batch_size)))
 
 
 def load_history(out_dir: str | Path) -> pd.DataFrame:
@@ -150,6 +164,8 @@ class _Gan:
     noise_rng: torch.Generator
     fixed_noise: torch.Tensor
     device: torch.device
+    ema: GeneratorEma | None = None
+    augment_rng: torch.Generator | None = None
 
     @classmethod
     def create(cls, name: str, profile: Profile, n_train: int, batch_size: int, seed: int, device: torch.device) -> "_Gan":
@@ -157,7 +173,9 @@ class _Gan:
         settings = profile.gan.variants[name]
         set_determinism(seed)
         generator, critic = build_gan(name, profile)
+        generator, critic = generator.to(device), critic.to(device)
         betas = (float(settings.betas[0]), float(settings.betas[1]))
+        ema = GeneratorEma(generator, profile.gan.ema_decay) if profile.gan.ema_decay else None
         return cls(
             name=name, settings=settings, generator=generator.to(device), critic=critic.to(device),
             loss=loss_for(name, settings),
@@ -166,8 +184,13 @@ class _Gan:
             stream=BatchStream(n_train, batch_size, torch.Generator().manual_seed(seed)),
             noise_rng=torch.Generator().manual_seed(seed + 1),
             fixed_noise=torch.randn(N_FIXED_NOISE, settings.z_dim, generator=torch.Generator().manual_seed(seed + 2)),
-            device=device,
+            device=device, ema=ema, augment_rng=torch.Generator().manual_seed(seed + 3),
         )
+
+    @property
+    def sampler(self) -> Generator:
+        """The generator samples come from: the weight average when there is one."""
+        return self.ema.model if self.ema is not None else self.generator
 
     def noise(self, n: int) -> torch.Tensor:
         """Latent vectors (n, z_dim) on the device, from the run's own noise stream."""
@@ -178,6 +201,8 @@ class _Gan:
             "generator": self.generator.state_dict(), "critic": self.critic.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "data": self.stream.state_dict(),
             "noise_rng": self.noise_rng.get_state(), "rng": get_rng_state(), "fixed_noise": self.fixed_noise,
+            "augment_rng": self.augment_rng.get_state() if self.augment_rng is not None else None,
+            **({"generator_ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -188,6 +213,10 @@ class _Gan:
         self.stream.load_state_dict(state["data"])
         self.noise_rng.set_state(state["noise_rng"])
         self.fixed_noise = state["fixed_noise"].cpu()
+        if self.augment_rng is not None and state.get("augment_rng") is not None:
+            self.augment_rng.set_state(state["augment_rng"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["generator_ema"])
         set_rng_state(state["rng"])
 
 
@@ -206,9 +235,12 @@ def _run_settings(name: str, train: PatchSet, profile: Profile, batch_size: int,
     """What a stored run must match to be resumed: everything but the budget (epochs) and reporting."""
     settings = dataclasses.asdict(profile.gan.variants[name])
     settings.pop("epochs")
+    settings.pop("min_steps")
     return {
         "format": CHECKPOINT_FORMAT, "gan": name, "settings": settings, "batch_size": batch_size, "seed": int(seed),
         "generator_channels": list(profile.gan.generator_channels), "init_std": profile.gan.init_std,
+        "ema_decay": profile.gan.ema_decay, "diffaug": list(profile.gan.diffaug),
+        "upsampling": profile.gan.upsampling, "critic_kernel": profile.gan.critic_kernel,
         "patch_size": profile.data.patch_size, "n_train": len(train), "train": array_digest(train.image, train.label),
     }
 
@@ -264,10 +296,11 @@ def train_gan(
     device = torch.device(device) if device is not None else default_device()
     seed = profile.seed if seed is None else int(seed)
     batch_size = min(profile.gan.variants[name].batch_size, len(train))
-    total_steps = total_generator_steps(len(train), batch_size, profile.gan.variants[name].epochs)
+    variant = profile.gan.variants[name]
+    total_steps = total_generator_steps(len(train), batch_size, variant.epochs, variant.min_steps)
     stop_at = total_steps if stop_after_steps is None else min(total_steps, int(stop_after_steps))
     unit = ResumableUnit(out_dir, _run_settings(name, train, profile, batch_size, seed), state_name=CHECKPOINT_NAME,
-                         history_name=LOSSES_NAME, owned=[SAMPLES_DIR])
+                         history_name=LOSSES_NAME, owned=[SAMPLES_DIR, SNAPSHOTS_DIR])
     unit.open(fresh=not resume)
     gan = _Gan.create(name, profile, len(train), batch_size, seed, device)
     step, seconds_before, history = 0, 0.0, []
@@ -283,11 +316,14 @@ def train_gan(
             "format": CHECKPOINT_FORMAT, "gan": name, "generator_args": gan.generator.constructor_args(),
             "n_train": len(train), "batch_size": batch_size, "z_dim": gan.settings.z_dim, "profile": profile.name,
             "seed": seed, "settings": dataclasses.asdict(gan.settings),
-            "label_threshold": float(profile.gan.label_threshold), "step": at_step, "total_steps": total_steps,
+            "label_threshold": float(profile.gan.label_threshold), "label_threshold_rule": profile.gan.label_threshold_rule,
+            "image_scaling": profile.gan.image_scaling, "step": at_step, "total_steps": total_steps,
             "history": _columns_from_rows(history), "seconds": seconds_before + time.perf_counter() - started, **gan.state(),
         })
 
-    step = _train_steps(gan, gan_tensor(train), profile, unit, history, step, stop_at, total_steps, save, progress)
+    monitor = LabelMonitor(real_fraction=float((train.label > 0).mean()), total_steps=total_steps, gan=name)
+    step = _train_steps(gan, gan_tensor(train), profile, unit, history, step, stop_at, total_steps, save, progress,
+                        monitor)
     if not unit.state_file.exists():  # nothing trained and nothing saved yet (stop_after_steps=0)
         save(step)
     if step >= total_steps:
@@ -297,22 +333,38 @@ def train_gan(
         checkpoint=unit.state_file, history=_history_frame(history),
         seconds=seconds_before + (this_call if step > steps_at_start else 0.0),
         steps=step, total_steps=total_steps, seconds_this_call=this_call, out_dir=unit.folder,
+        label_alerts=list(monitor.alerts), label_recovered_at=monitor.recovered_at,
     )
 
 
+def snapshot_steps(total_steps: int, n: int) -> list[int]:
+    """Generator steps at which :func:`train_gan` keeps a snapshot: ``n`` evenly spaced over the
+    second half of training, the last step included (``[total_steps]`` for ``n = 1``)."""
+    if n <= 1:
+        return [int(total_steps)]
+    half = total_steps / 2.0
+    return sorted({max(1, int(round(half + half * i / (n - 1)))) for i in range(n)})
+
+
 def _train_steps(gan: _Gan, data: torch.Tensor, profile: Profile, unit: ResumableUnit, history: list[dict[str, float]],
-                 step: int, stop_at: int, total_steps: int, save: Any, progress: bool) -> int:
+                 step: int, stop_at: int, total_steps: int, save: Any, progress: bool,
+                 monitor: "LabelMonitor | None" = None) -> int:
     """Generator steps from ``step`` to ``stop_at`` (:func:`~tofmra_utils.gan.step.gan_step`), with
-    the log row, a NaN guard, sample grids and checkpoints; returns the step reached."""
+    the log row, a NaN guard, the weight average, sample grids, the label monitor, snapshots and
+    checkpoints; returns the step reached."""
     def next_real() -> torch.Tensor:  # data stays on the CPU; batches move to the device
         return data[gan.stream.next()].to(gan.device, non_blocking=True)
 
     bar = tqdm(total=total_steps, initial=step, desc=gan.name, disable=not progress, mininterval=1.0, leave=False)
     gan.generator.train()
     gan.critic.train()
+    judge = AugmentedCritic(gan.critic, profile.gan.diffaug, gan.augment_rng) if profile.gan.diffaug else gan.critic
+    keep = set(snapshot_steps(total_steps, profile.gan.snapshots)) if profile.gan.snapshots > 1 else set()
     while step < stop_at:
-        stats = gan_step(gan.generator, gan.critic, gan.opt_g, gan.opt_d, gan.loss, next_real, gan.noise,
+        stats = gan_step(gan.generator, judge, gan.opt_g, gan.opt_d, gan.loss, next_real, gan.noise,
                          gan.settings.n_critic, rng=gan.noise_rng)
+        if gan.ema is not None:
+            gan.ema.update(gan.generator)
         step += 1
         row = {c: math.nan for c in HISTORY_COLUMNS} | stats | {"step": step, "epoch": gan.stream.epoch}
         history.append(row)
@@ -324,8 +376,12 @@ def _train_steps(gan: _Gan, data: torch.Tensor, profile: Profile, unit: Resumabl
         bar.update(1)
         bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", refresh=False)
         if step % profile.gan.sample_every == 0 or step == total_steps:
-            save_sample_grid(gan.generator, gan.fixed_noise, unit.folder / SAMPLES_DIR / f"step_{step:06d}.png",
-                             threshold=profile.gan.label_threshold)
+            fraction = save_sample_grid(gan.sampler, gan.fixed_noise, unit.folder / SAMPLES_DIR / f"step_{step:06d}.png",
+                                        threshold=profile.gan.label_threshold)
+            if monitor is not None:
+                monitor.check(step, fraction)
+        if step in keep:
+            save_snapshot(gan, unit.folder / SNAPSHOTS_DIR, step)
         if step % profile.gan.checkpoint_every == 0 or step == stop_at:
             save(step)
     bar.close()
@@ -336,12 +392,13 @@ def _train_steps(gan: _Gan, data: torch.Tensor, profile: Profile, unit: Resumabl
 @torch.no_grad()
 def save_sample_grid(
     generator: Generator, noise: torch.Tensor, path: Path, threshold: float = 0.8, ncols: int = 8, scale: int = 3
-) -> Path:
+) -> float:
     """Fixed-noise samples as one PNG mosaic: each image with its binarized label overlaid in red.
 
     The generator runs in eval mode (running batch-norm statistics), as generation does. The
     mosaic is drawn with NumPy and written without a matplotlib figure: cheap enough for the
-    training loop.
+    training loop. Returns the samples' vessel fraction (labels at ``threshold``), which the
+    label monitor watches.
     """
     was_training = generator.training
     generator.eval()
@@ -354,7 +411,63 @@ def save_sample_grid(
 
     with atomic_path(path, suffix=".png") as tmp:
         matplotlib.image.imsave(tmp, mosaic, format="png")
+    return float(labels.mean())
+
+
+def save_snapshot(gan: _Gan, folder: Path, step: int) -> Path:
+    """The sampling generator's weights at ``step`` as ``folder/step_XXXXXX.pt`` (atomic)."""
+    path = folder / f"step_{step:06d}.pt"
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save({"generator": gan.sampler.state_dict(), "generator_args": gan.generator.constructor_args(),
+                    "step": int(step), "ema": gan.ema is not None}, tmp)
     return path
+
+
+def list_snapshots(out_dir: str | Path) -> dict[int, Path]:
+    """Generator step -> snapshot file in ``out_dir/snapshots`` (empty when none were kept)."""
+    return {int(p.stem.split("_")[-1]): p for p in sorted((Path(out_dir) / SNAPSHOTS_DIR).glob("step_*.pt"))}
+
+
+class LabelMonitor:
+    """Watches the vessel fraction of the fixed-noise samples while a GAN trains.
+
+    A generator can give up on the label channel: drawing no vessel at all is a cheap way to
+    avoid drawing wrong ones, and a U-net trained on such pairs learns to find nothing. Once a
+    fifth of training is done, a sample check whose vessel fraction is below ``floor`` times the
+    real training fraction is an *alert*; the second alert in a row warns (``UserWarning``) with
+    the numbers and the usual causes, and the alerts are kept in :attr:`alerts` (and so in the
+    notebook's output) instead of surfacing only after generation.
+    """
+
+    def __init__(self, real_fraction: float, total_steps: int, gan: str, floor: float = 0.1) -> None:
+        self.real_fraction, self.total_steps, self.gan, self.floor = float(real_fraction), int(total_steps), gan, floor
+        self.alerts: list[tuple[int, float]] = []
+        self._in_a_row = 0
+        self.warned = False
+        self.recovered_at: int | None = None
+
+    def check(self, step: int, fraction: float) -> None:
+        if step < 0.2 * self.total_steps or self.real_fraction <= 0:
+            return
+        if fraction >= self.floor * self.real_fraction:
+            if self.warned and self._in_a_row:
+                self.recovered_at = int(step)
+            self._in_a_row = 0
+            return
+        self._in_a_row += 1
+        self.alerts.append((int(step), float(fraction)))
+        if self._in_a_row >= 2 and not self.warned:
+            import warnings
+
+            self.warned = True
+            warnings.warn(
+                f"{self.gan}: the label channel is dying at step {step} of {self.total_steps}: its samples mark "
+                f"{fraction:.4f} of their pixels as vessel, the real patches {self.real_fraction:.4f}. If it does not "
+                "recover, a U-net trained on its pairs learns to find nothing. Usual causes: too few generator steps for the data "
+                "(raise GanSettings.min_steps), a critic that wins outright (d_loss near 0 or Wasserstein estimate "
+                "growing), or a label threshold above what the generator reaches (see the matching threshold).",
+                UserWarning, stacklevel=2,
+            )
 
 
 def sample_mosaic(images: np.ndarray, labels: np.ndarray, ncols: int = 8, scale: int = 3, gap: int = 2) -> np.ndarray:

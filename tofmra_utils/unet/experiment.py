@@ -41,6 +41,7 @@ __all__ = [
     "summary_table",
     "ranking_sentence",
     "training_set_diagnostics",
+    "AGREEMENT",
     "gap_diagnosis",
     "record_and_check",
 ]
@@ -188,16 +189,28 @@ def ranking_sentence(summary: pd.DataFrame) -> str:
     return text
 
 
+#: Column of :func:`training_set_diagnostics`: Dice between a set's labels and what the real-trained
+#: U-net segments in its images.
+AGREEMENT = "agreement with a real-trained segmenter (Dice)"
+
+
 def training_set_diagnostics(
     sets: Mapping[str, PatchSet], reference_checkpoint: Path, device: Any = None, max_patches: int = 2000, seed: int = 0,
 ) -> pd.DataFrame:
     """Why a synthetic set trains a worse U-net: label statistics and image/label agreement.
 
     Per set: number of patches, vessel fraction of the labels, mean image intensity inside vs
-    outside the labels (contrast the label promises), and the Dice between the set's labels and
-    what the reference U-net (trained on real patches) segments in the set's images. A low Dice
-    on synthetic pairs means the GAN's label channel does not match its image channel the way
-    real labels match real images -- a U-net trained on such pairs learns the mismatch.
+    outside the labels (contrast the label promises), and :data:`AGREEMENT`, the Dice between
+    the set's labels and what the reference U-net (trained on real patches) segments in the
+    set's images. Low agreement on synthetic pairs means the GAN's label channel does not match
+    its image channel the way real labels match real images -- a U-net trained on such pairs
+    learns the mismatch. The agreement is a property of the pairs *and* of the reference
+    segmenter; it is not a Dice against any truth.
+
+    Pass the real **validation** patches as the ``"real"`` set: the reference U-net was trained
+    (and selected) on the real training patches, so its agreement with them is in-sample and
+    flatters the real row; on validation patches it is measured out of sample, as for the
+    synthetic sets.
     """
     model, info = load_unet(reference_checkpoint, device=device)
     rng = np.random.default_rng(seed)
@@ -217,7 +230,7 @@ def training_set_diagnostics(
             "patches without vessel": round(float((~lab.any(axis=(1, 2))).mean()), 3),
             "intensity inside label": round(inside, 3),
             "intensity outside label": round(outside, 3),
-            "Dice(real-trained U-net, label)": round(dice(pred, lab), 3),
+            AGREEMENT: round(dice(pred, lab), 3),
         })
     return pd.DataFrame(rows)
 
@@ -264,12 +277,12 @@ def gap_diagnosis(summary: pd.DataFrame, diagnostics: pd.DataFrame) -> str:
                 f"(gap {gap:.3f}): its pairs carry what the real pairs carry, as in the study.")
     d = diagnostics.set_index("set")
     real, syn = d.loc["real"], d.loc[best_key]
-    agree_key = "Dice(real-trained U-net, label)"
+    agree_key = AGREEMENT
     causes = []
     agree_drop = float(real[agree_key] - syn[agree_key])
     if agree_drop > 0.1:
         causes.append(f"its labels disagree with its images (the real-trained U-net matches them at "
-                      f"{syn[agree_key]:.2f}, real labels at {real[agree_key]:.2f}): GAN quality, the pairs are inconsistent")
+                      f"{syn[agree_key]:.2f}, real validation labels at {real[agree_key]:.2f}): GAN quality, the pairs are inconsistent")
     fraction_ratio = float(syn["vessel fraction"] / real["vessel fraction"]) if real["vessel fraction"] > 0 else math.nan
     if not 0.8 <= fraction_ratio <= 1.25:
         causes.append(f"its labels mark {fraction_ratio:.2f}x the real vessel fraction "

@@ -1,0 +1,137 @@
+"""Choose the GAN snapshot whose pairs teach a segmenter best, measured on real validation patches.
+
+Losses do not say when a GAN is good: the study loaded a hand-picked epoch (140 of 300 for the
+DCGAN, 180 of 200 for the WGANs). Here training keeps a few snapshots
+(``GanConfig.snapshots``, :func:`~tofmra_utils.gan.train.snapshot_steps`) and each gets a cheap
+*train-on-synthetic, test-on-real* score (:func:`tstr_score`): a small U-net trains for a short,
+fixed budget on ``n_pairs`` pairs the snapshot generates, and its Dice on the **real validation**
+patches is the score. Every snapshot gets the same U-net seed, batches and budget, so only the
+pairs differ. Test data never enter the choice.
+
+The score is a proxy: a small, briefly trained U-net ranks sets of pairs, not the final U-net's
+test DSC. Notebooks 02-04 print the scores and the step chosen; ``datasheet.json`` keeps them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..conventions import dice, normalization_stats
+from ..patchset import PatchSet
+from ..seeding import set_determinism
+from ..unet.model import UNet
+from ..unet.step import unet_step
+from ..unet.train import _zscore, predict_patches
+from .generate import generate_pairs, generated_label_channel, load_generator, matching_threshold
+from .train import list_snapshots
+
+__all__ = ["ProbeSettings", "tstr_score", "select_snapshot"]
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """The small U-net that scores a snapshot (:func:`tstr_score`).
+
+    Attributes
+    ----------
+    n_pairs
+        Generated pairs it trains on.
+    steps, batch_size, lr
+        Adam steps, batch and learning rate.
+    base_width, depth
+        U-net size (no dropout).
+    max_val_patches
+        Real validation patches scored (a fixed, seeded subset when there are more).
+    """
+
+    n_pairs: int = 1000
+    steps: int = 120
+    batch_size: int = 32
+    lr: float = 1e-3
+    base_width: int = 8
+    depth: int = 3
+    max_val_patches: int = 800
+
+
+def tstr_score(
+    image: np.ndarray, label: np.ndarray, val: PatchSet, probe: ProbeSettings = ProbeSettings(), seed: int = 0,
+    device: Any = None,
+) -> float:
+    """Dice on real validation patches of a small U-net trained briefly on ``(image, label)`` pairs.
+
+    Parameters
+    ----------
+    image, label
+        (N, P, P) training pairs: images in [-1, 1], labels 0/1.
+    val
+        Real validation patches.
+    probe
+        Size and budget of the scoring U-net.
+    seed
+        Seeds the U-net's initialization and batch order (use one seed for all candidates).
+
+    Returns
+    -------
+    float in [0, 1]: Dice of all validation pixels at probability 0.5.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    set_determinism(seed)
+    model = UNet(1, probe.base_width, probe.depth, dropout=0.0).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=probe.lr)
+    mean, std = normalization_stats(image)
+    x = _zscore(image, mean, std)
+    y = torch.from_numpy(np.asarray(label, np.float32)).unsqueeze(1)
+    order = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(probe.steps):
+        idx = torch.randint(0, len(x), (min(probe.batch_size, len(x)),), generator=order)
+        unet_step(model, optimizer, x[idx].to(device), y[idx].to(device), max_grad_norm=1.0, loss="dice_bce")
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(val), min(len(val), probe.max_val_patches), replace=False))
+    prob = predict_patches(model, val.image[pick], mean, std, device=device)
+    return float(dice(prob >= 0.5, val.label[pick] > 0))
+
+
+def select_snapshot(
+    checkpoint: str | os.PathLike[str], val: PatchSet, real_fraction: float, probe: ProbeSettings = ProbeSettings(),
+    seed: int = 0, device: Any = None,
+) -> dict[str, Any]:
+    """Score every snapshot of a GAN run with :func:`tstr_score`; return the choice and the scores.
+
+    Each snapshot generates ``probe.n_pairs`` pairs from the same noise, labels binarized by the
+    run's rule (``label_threshold_rule``: the stored threshold, or the one matching
+    ``real_fraction``) and images scaled as the run says.
+
+    Returns
+    -------
+    dict with ``snapshot`` (path of the best, or ``None`` when the run kept no snapshots),
+    ``step`` (its generator step), ``score``, ``scores`` (step -> score), ``probe`` (settings),
+    ``measured_on`` (``"real validation patches"``) and ``seconds``.
+    """
+    started = time.perf_counter()
+    folder = Path(checkpoint).parent
+    snapshots = list_snapshots(folder)
+    if not snapshots:
+        return {"snapshot": None, "step": None, "score": None, "scores": {}, "probe": asdict(probe),
+                "measured_on": "real validation patches", "seconds": 0.0}
+    scores: dict[int, float] = {}
+    for step, path in snapshots.items():
+        generator, info = load_generator(checkpoint, device=device, snapshot=path)
+        threshold = info["label_threshold"]
+        if info["label_threshold_rule"] == "match_real":
+            channel = generated_label_channel(generator, probe.n_pairs, info["z_dim"], seed=seed + 1)
+            threshold = matching_threshold(channel, real_fraction)
+        image, label = generate_pairs(generator, probe.n_pairs, info["z_dim"], seed=seed, threshold=threshold,
+                                      image_scaling=info["image_scaling"])
+        scores[step] = round(tstr_score(image, label, val, probe, seed=seed, device=device), 4)
+    best = max(scores, key=lambda s: (scores[s], s))  # ties: the later snapshot
+    return {"snapshot": str(snapshots[best]), "step": int(best), "score": scores[best],
+            "scores": {str(k): v for k, v in scores.items()}, "probe": asdict(probe),
+            "measured_on": "real validation patches", "seconds": round(time.perf_counter() - started, 1)}
