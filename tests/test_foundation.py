@@ -186,6 +186,18 @@ def test_setup_notebook_resolves_environment_and_records(tmp_path, monkeypatch):
         ctx.recorded("01_never_ran")
 
 
+def test_training_seed_comes_from_tofmra_run_seed_and_the_data_seed_stays(tmp_path, monkeypatch):
+    monkeypatch.delenv("TOFMRA_SEED", raising=False)
+    plain = setup_notebook("99_test", profile="smoke", run_dir=str(tmp_path / "a"))
+    assert plain.seed == plain.profile.seed and plain.train_seed is None
+    monkeypatch.setenv("TOFMRA_SEED", "7")
+    seeded = setup_notebook("99_test", profile="smoke", run_dir=str(tmp_path / "b"))
+    assert seeded.seed == 7 and seeded.profile.seed == plain.profile.seed, "the data keep the profile's seed"
+    first = torch.rand(3)
+    setup_notebook("99_test", profile="smoke", run_dir=str(tmp_path / "b"))
+    assert torch.equal(first, torch.rand(3)), "the global generators are seeded from the training seed"
+
+
 # ----------------------------------------------------------------------------- run folder layout
 def test_run_paths_figure_table_and_exercise_names(tmp_path):
     paths = RunPaths(tmp_path / "run")

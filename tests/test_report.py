@@ -76,3 +76,36 @@ def test_a_partial_run_reports_what_it_has(missing):
     summary = fake_summary()
     del summary["notebooks"][missing]
     assert headlines(summary) and all(("site B" in h.quantity) == (missing != "06_transfer_learning") for h in headlines(summary))
+
+
+def _seed_run(tmp_path, seed: int, dsc: dict[str, float], profile: str = "course"):
+    run = tmp_path / f"seed{seed}"
+    run.mkdir()
+    results = {f"dsc_{k}": v for k, v in dsc.items()}
+    (run / "summary.json").write_text(json.dumps({"profile": profile, "seed": seed, "notebooks": {
+        "05_unet_synthetic_vs_real": {"results": results}}}))
+    return run
+
+
+def test_seed_spread_states_only_the_order_the_seeds_support(tmp_path, capsys):
+    from tofmra_utils.report import seed_spread
+
+    rows = [{"real": 0.90, "dcgan": 0.60, "wgan_gp": 0.80, "wgan_gp_sn": 0.81},
+            {"real": 0.92, "dcgan": 0.62, "wgan_gp": 0.82, "wgan_gp_sn": 0.79},
+            {"real": 0.91, "dcgan": 0.61, "wgan_gp": 0.78, "wgan_gp_sn": 0.83}]
+    runs = [_seed_run(tmp_path, seed, dsc) for seed, dsc in enumerate(rows)]
+    summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+    spread = seed_spread(summaries)
+    assert spread["mean"]["real"] == pytest.approx(0.91) and spread["sd"]["real"] == pytest.approx(0.01)
+    assert spread["ratio"] == pytest.approx([0.81 / 0.90, 0.82 / 0.92, 0.83 / 0.91])
+    (a, b, first), (c, d, second) = spread["order"]
+    assert (a, b, first) == ("wgan_gp_sn", "wgan_gp", False), "0.81 vs 0.80 with sds of 0.02: no order"
+    assert (c, d, second) == ("wgan_gp", "dcgan", True)
+    assert main(["report", "--run", str(runs[0]), "--seeds", str(runs[1]), str(runs[2])]) == 0
+    out = capsys.readouterr().out
+    assert "0.910 ± 0.010" in out and "WGAN-GP-SN ≈ WGAN-GP, WGAN-GP > DCGAN" in out
+    other = _seed_run(tmp_path, 7, rows[0], profile="smoke")
+    assert main(["report", "--run", str(runs[0]), "--seeds", str(other)]) == 2
+    assert "different profiles" in capsys.readouterr().err
+    assert main(["report", "--run", str(runs[0]), "--seeds", str(runs[0])]) == 2
+    assert "repeat a seed" in capsys.readouterr().err

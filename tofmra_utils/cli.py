@@ -35,6 +35,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
             parameters=params,
             book=a.book,
             threads=a.threads,
+            seed=a.seed,
         )
     except (PipelineError, RunLockedError) as err:  # raised before any notebook runs: bad input, or the folder is locked
         print(f"tofmra run: {err}", file=sys.stderr)
@@ -123,6 +124,16 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 def _cmd_report(a: argparse.Namespace) -> int:
     from .report import comparison_markdown, load_summary, results_markdown, update_readme
 
+    if a.seeds:
+        from .report import seed_spread_markdown
+
+        runs = [a.run, *a.seeds]
+        try:
+            print(seed_spread_markdown([load_summary(r) for r in runs], labels=[str(r) for r in runs]))
+        except ValueError as err:
+            print(f"tofmra report: {err}", file=sys.stderr)
+            return 2
+        return 0
     summary = load_summary(a.run)
     if a.compare:
         print(comparison_markdown(summary, load_summary(a.compare), labels=(str(a.run), str(a.compare))))
@@ -169,12 +180,17 @@ def _add_pipeline_commands(sub: Any) -> None:
     r.add_argument("--book", action="store_true", help="build the Jupyter Book afterwards")
     r.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads torch uses in every notebook (default: torch's choice, one per core)")
+    r.add_argument("--seed", type=int, default=None,
+                   help="training seed of the GANs and U-nets (default: the profile's); the data stay the same")
     r.set_defaults(func=_cmd_run)
 
     rp = sub.add_parser("report", help="headline results of a run (markdown), or two runs side by side")
     rp.add_argument("--run", required=True, help="run folder holding summary.json")
     rp.add_argument("--compare", default=None, help="a second run folder: both runs side by side, with spreads")
     rp.add_argument("--readme", default=None, help="write the table into this file's results block instead")
+    rp.add_argument("--seeds", nargs="+", default=None, metavar="RUN",
+                    help="further runs of the same profile made with `tofmra run --seed`: notebook 05's DSCs "
+                         "per seed, mean ± sd over seeds, and which GAN order the seeds support")
     rp.set_defaults(func=_cmd_report)
 
     b = sub.add_parser("book", help="build the Jupyter Book from a run's executed notebooks")

@@ -63,10 +63,13 @@ class NotebookContext:
     headless: bool
     results: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    train_seed: int | None = None
 
     @property
     def seed(self) -> int:
-        return self.profile.seed
+        """Seed of training (GANs, U-nets, transfer): ``tofmra run --seed`` (``TOFMRA_SEED``), else the
+        profile's. The data are always prepared from the profile's seed."""
+        return self.profile.seed if self.train_seed is None else self.train_seed
 
     def record(self, **values: Any) -> dict[str, Any]:
         """Record key results (numbers, short strings) for ``summary.json`` and the book.
@@ -122,7 +125,8 @@ def setup_notebook(name: str, profile: str = "", run_dir: str = "", seed_offset:
     prof = get_profile(profile_name)
     root = Path(run_dir or os.environ.get("TOFMRA_RUN_DIR") or default_run_dir(prof.name))
     paths = RunPaths(root).ensure()
-    set_determinism(prof.seed + seed_offset)
+    train_seed = int(os.environ["TOFMRA_SEED"]) if os.environ.get("TOFMRA_SEED") else None
+    set_determinism((prof.seed if train_seed is None else train_seed) + seed_offset)
     headless = is_headless()
     # Keep the kernel's inline backend even headless: executed notebooks must carry their figures.
     import matplotlib.pyplot as plt
@@ -130,5 +134,6 @@ def setup_notebook(name: str, profile: str = "", run_dir: str = "", seed_offset:
     plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 100, "figure.max_open_warning": 50})
     if os.environ.get("TOFMRA_THREADS"):
         torch.set_num_threads(int(os.environ["TOFMRA_THREADS"]))
-    ctx = NotebookContext(name=name, profile=prof, paths=paths, device=default_device(), headless=headless)
+    ctx = NotebookContext(name=name, profile=prof, paths=paths, device=default_device(), headless=headless,
+                          train_seed=train_seed)
     return ctx

@@ -251,6 +251,7 @@ def run_pipeline(
     notebooks_dir: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = print,
     threads: int | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Execute the numbered notebooks in order; return (and write) the run summary.
 
@@ -275,6 +276,11 @@ def run_pipeline(
         :func:`~tofmra_utils.notebook.setup_notebook`); default: an inherited ``TOFMRA_THREADS``,
         else torch's own choice. Results are bit-exact for one machine and thread count; another
         thread count changes floating-point summation order, so numbers move within their spread.
+    seed
+        Training seed of the GANs, U-nets and transfer runs (``TOFMRA_SEED``, read by
+        :func:`~tofmra_utils.notebook.setup_notebook`); default: the profile's seed. The data
+        (subjects, split, patches) always come from the profile's seed, so runs with different
+        seeds differ only in training randomness: repeat a run with 3 seeds to see the spread.
 
     Returns
     -------
@@ -293,7 +299,16 @@ def run_pipeline(
     paths = RunPaths(Path(out) if out else default_run_dir(profile)).ensure()
     # Before anything reads or writes the folder: a second run on it must stop at once.
     with run_lock(paths):
-        return _run_locked(profile, paths, only, data_dir, site_b_dir, parameters, book, notebooks_dir, log, threads)
+        before = os.environ.get("TOFMRA_SEED")
+        if seed is not None:
+            os.environ["TOFMRA_SEED"] = str(int(seed))
+        try:
+            return _run_locked(profile, paths, only, data_dir, site_b_dir, parameters, book, notebooks_dir, log, threads)
+        finally:  # the seed belongs to this run, not to the calling process
+            if before is None:
+                os.environ.pop("TOFMRA_SEED", None)
+            else:
+                os.environ["TOFMRA_SEED"] = before
 
 
 def _run_locked(
@@ -327,6 +342,7 @@ def _run_locked(
             raise PipelineError(f"threads must be >= 1, got {threads}")
         os.environ["TOFMRA_THREADS"] = str(int(threads))
     summary["threads"] = os.environ.get("TOFMRA_THREADS") or f"torch default ({os.cpu_count()} CPU cores)"
+    summary["seed"] = int(os.environ.get("TOFMRA_SEED") or get_profile(profile).seed)
     # Widgets must not wait for a browser inside papermill's kernels (they inherit this).
     os.environ["TOFMRA_HEADLESS"] = "1"
     # ... and must draw figures inline (an inherited MPLBACKEND=Agg would drop them from the book).

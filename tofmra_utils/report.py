@@ -21,7 +21,8 @@ from .io import DataError, atomic_path, read_json
 from .runs import repo_commit
 from .study import STUDY_RESULTS, STUDY_TL_ONE_PATIENT
 
-__all__ = ["Headline", "headlines", "notebook_times", "results_markdown", "comparison_markdown", "update_readme", "load_summary"]
+__all__ = ["Headline", "headlines", "notebook_times", "results_markdown", "comparison_markdown", "update_readme", "load_summary",
+           "seed_spread", "seed_spread_markdown"]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 GAN_LABELS = {"dcgan": "DCGAN", "wgan_gp": "WGAN-GP", "wgan_gp_sn": "WGAN-GP-SN"}
@@ -127,6 +128,80 @@ def comparison_markdown(a: dict[str, Any], b: dict[str, Any], labels: tuple[str,
         lines.append(f"| {quantity} | {_fmt(h.value)} | {_fmt(other.value)} | {diff:+.3f} | {_fmt(spread)} | {within} |")
     times = [f"{labels[0]}: {_provenance(a, None)}", f"{labels[1]}: {_provenance(b, None)}"]
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {t}" for t in times)
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    return mean, sd
+
+
+def seed_spread(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Notebook 05's DSCs over runs that differ only in their training seed (``tofmra run --seed``).
+
+    Returns
+    -------
+    dict with ``seeds`` (each run's seed), ``dsc`` (model key -> per-seed DSCs), ``mean`` and ``sd``
+    (over seeds, sample sd), ``ratio`` (per seed: best synthetic DSC / real DSC) with its
+    ``ratio_mean``/``ratio_sd``, and ``order``: the GANs by mean DSC with, for each neighbouring
+    pair, whether the seeds support the order (the means differ by more than the two sds together).
+
+    Raises
+    ------
+    ValueError
+        With fewer than 2 runs, runs of different profiles, repeated seeds, or a run without
+        notebook 05's results.
+    """
+    if len(summaries) < 2:
+        raise ValueError("a seed spread needs at least 2 runs (3 for a finding)")
+    profiles = {s.get("profile") for s in summaries}
+    if len(profiles) != 1:
+        raise ValueError(f"the runs come from different profiles: {sorted(map(str, profiles))}")
+    seeds = [s.get("seed") for s in summaries]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"the runs repeat a seed: {seeds}")
+    keys = ("real", *GAN_LABELS)
+    dsc: dict[str, list[float]] = {k: [] for k in keys}
+    for s in summaries:
+        unet = _results(s, "05_unet_synthetic_vs_real")
+        missing = [k for k in keys if f"dsc_{k}" not in unet]
+        if missing:
+            raise ValueError(f"run with seed {s.get('seed')} has no notebook-05 DSC for {', '.join(missing)}")
+        for k in keys:
+            dsc[k].append(float(unet[f"dsc_{k}"]))
+    stats = {k: _mean_sd(v) for k, v in dsc.items()}
+    ratio = [max(dsc[g][i] for g in GAN_LABELS) / dsc["real"][i] for i in range(len(summaries))]
+    ratio_mean, ratio_sd = _mean_sd(ratio)
+    ranked = sorted(GAN_LABELS, key=lambda g: -stats[g][0])
+    order = [(a, b, stats[a][0] - stats[b][0] > stats[a][1] + stats[b][1]) for a, b in zip(ranked, ranked[1:])]
+    return {"seeds": seeds, "profile": profiles.pop(), "dsc": dsc, "mean": {k: v[0] for k, v in stats.items()},
+            "sd": {k: v[1] for k, v in stats.items()}, "ratio": ratio, "ratio_mean": ratio_mean, "ratio_sd": ratio_sd,
+            "order": order}
+
+
+def seed_spread_markdown(summaries: list[dict[str, Any]], labels: list[str] | None = None) -> str:
+    """:func:`seed_spread` as a table (per-seed DSCs, mean ± sd over seeds) and a sentence on the GAN order."""
+    spread = seed_spread(summaries)
+    labels = labels or [f"seed {s}" for s in spread["seeds"]]
+    names = {"real": "real", **GAN_LABELS}
+    lines = ["| U-net trained on | " + " | ".join(labels) + " | mean ± sd over seeds | study |",
+             "|---|" + "---|" * len(labels) + "---|---|"]
+    for k, values in spread["dsc"].items():
+        study = STUDY_RESULTS.get(k, {}).get("dsc")
+        lines.append(f"| {names[k]} | " + " | ".join(f"{v:.3f}" for v in values)
+                     + f" | {spread['mean'][k]:.3f} ± {spread['sd'][k]:.3f} | {_fmt(study, 2)} |")
+    lines.append("| best synthetic / real | " + " | ".join(f"{r:.3f}" for r in spread["ratio"])
+                 + f" | {spread['ratio_mean']:.3f} ± {spread['ratio_sd']:.3f} | 0.96 |")
+    parts = []
+    for a, b, supported in spread["order"]:
+        sign = ">" if supported else "≈"
+        parts.append(f"{GAN_LABELS[a]} {sign} {GAN_LABELS[b]}")
+    n = len(labels)
+    sentence = (f"GAN order by mean test DSC over {n} seeds: " + ", ".join(parts) + " ('>' where the means differ by "
+                "more than their two seed sds together, '≈' where the seeds do not support an order)."
+                + (" Fewer than 3 seeds: no finding." if n < 3 else ""))
+    return "\n".join(lines) + "\n\n" + sentence
 
 
 def update_readme(readme: str | os.PathLike[str], table: str) -> Path:
