@@ -13,7 +13,10 @@ STAMP   := $(VENV)/.installed
 # nbval's and the pipeline test's run folder; emptied before every `make test`.
 TEST_RUN := runs/test-smoke
 
-.PHONY: install reproduce run book test unit notebooks bench clean help
+# Extra training seeds for `make seeds` (the main run uses the profile's own seed).
+SEEDS   ?= 1 2
+
+.PHONY: install reproduce run book test unit notebooks bench seeds clean help
 
 help:
 	@echo "make reproduce   run notebooks 01-06 on the phantom (PROFILE=$(PROFILE)) and build the book"
@@ -21,6 +24,7 @@ help:
 	@echo "make unit        the fast unit tests only (skips tests marked slow)"
 	@echo "make run|book    only the pipeline / only the book (PROFILE=smoke|course|paper)"
 	@echo "make bench       speed benchmarks (print numbers)"
+	@echo "make seeds       notebooks 00-05 again with training seeds SEEDS=\"$(SEEDS)\", then DSC mean ± sd over seeds"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
@@ -52,6 +56,12 @@ notebooks: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Notebooks 00-05 once per extra training seed (same data), then notebook 05's DSCs over all seeds
+# with the main run (`make reproduce` first): the spread that says which GAN order is a finding.
+seeds: $(STAMP)
+	for s in $(SEEDS); do $(BIN)/tofmra run --profile $(PROFILE) $(RUN_OPTS) --seed $$s --out runs/$(PROFILE)-seed-$$s --only 00,01,02,03,04,05 || exit 1; done
+	$(BIN)/tofmra report --run runs/$(PROFILE) --seeds $(foreach s,$(SEEDS),runs/$(PROFILE)-seed-$(s)) | tee runs/$(PROFILE)-seeds.md
 
 clean:
 	rm -rf runs/smoke $(TEST_RUN)

@@ -133,6 +133,17 @@ def real_vs_synthetic(ctx: Any, name: str, train: PatchSet, synthetic: PatchSet)
     return stats, fig
 
 
+def _generation_record(sheet: dict[str, Any]) -> dict[str, Any]:
+    """What made the synthetic set, from its datasheet: weights, step, thresholds, snapshot choice."""
+    selection = sheet.get("selection") or {}
+    return {
+        "generated_from": sheet.get("weights"), "generated_step": sheet.get("generator_step"),
+        "threshold": sheet.get("threshold"), "threshold_rule": sheet.get("threshold_rule"),
+        "threshold_matching_real": sheet.get("threshold_matching_real"),
+        "selection_scores": selection.get("scores"), "selection_seconds": selection.get("seconds"),
+    }
+
+
 def record_and_check(
     ctx: Any, name: str, result: GanTrainResult, synthetic: PatchSet, stats: pd.DataFrame
 ) -> dict[str, Any]:
@@ -153,6 +164,8 @@ def record_and_check(
            for key in ("vessel_fraction", "inside_outside_ratio", "label_on_bright", "pair_distance")
            for which, values in (("real", real), ("synthetic", syn))},
         sample_grid=str(result.sample_grids[-1]), synthetic_file=str(ctx.paths.synthetic_file(name)),
+        **_generation_record(read_json(ctx.paths.datasheet_file(name))),
+        label_alerts=len(result.label_alerts),
     )
     size = ctx.profile.data.patch_size
     assert np.isfinite(history[["d_loss", "g_loss"]].to_numpy()).all(), "losses must stay finite"

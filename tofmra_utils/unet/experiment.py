@@ -40,6 +40,7 @@ __all__ = [
     "evaluate_models",
     "summary_table",
     "ranking_sentence",
+    "gan_costs",
     "training_set_diagnostics",
     "AGREEMENT",
     "gap_diagnosis",
@@ -167,6 +168,31 @@ def summary_table(per_patient: pd.DataFrame, models: Mapping[str, TrainedUnet] |
             "n_patients": int(len(grp)),
         })
     return pd.DataFrame(rows)
+
+
+def gan_costs(ctx: Any, names: Sequence[str] = GAN_NAMES) -> pd.DataFrame:
+    """Each GAN's training cost and generation settings as notebooks 02-04 recorded them.
+
+    Returns
+    -------
+    DataFrame indexed by GAN key with ``GAN steps``, ``GAN train (s)``, ``generated from``
+    (weights and step) and ``label threshold``; a GAN whose notebook recorded nothing is left out.
+    """
+    rows = {}
+    for name in names:
+        try:
+            r = ctx.recorded(GAN_NOTEBOOKS[name])
+        except DataError:
+            continue
+        threshold = r.get("threshold")
+        rows[name] = {
+            "GAN steps": r.get("generator_steps"),
+            "GAN train (s)": r.get("train_seconds"),
+            "generated from": f"{r.get('generated_from', 'final')} weights, step {r.get('generated_step', r.get('generator_steps'))}",
+            "label threshold": (f"{threshold:.3f} ({r.get('threshold_rule', 'fixed')})" if isinstance(threshold, (int, float))
+                                else "-"),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def ranking_sentence(summary: pd.DataFrame) -> str:
@@ -318,8 +344,11 @@ def record_and_check(
               for metric, column, digits in (("dsc", "dsc_mean", 4), ("dsc_sd", "dsc_sd", 4),
                                              ("hd95_mm", "hd95_mm_mean", 3), ("hd95_study", "hd95_study_mean", 3))
               for key in models}
+    costs = gan_costs(ctx)
     recorded = ctx.record(
         steps=int(steps), eval_mode=eval_mode, n_test=int(n_test), ranking=ranking, gap_diagnosis=diagnosis, **values,
+        **{f"gan_steps_{k}": int(v) for k, v in costs.get("GAN steps", pd.Series(dtype=float)).dropna().items()},
+        **{f"gan_train_seconds_{k}": float(v) for k, v in costs.get("GAN train (s)", pd.Series(dtype=float)).dropna().items()},
         **{f"train_seconds_{k}": round(m.seconds, 1) for k, m in models.items()},
         **{f"best_val_dice_{k}": round(float(m.best_val_dice), 4) for k, m in models.items()},
     )
