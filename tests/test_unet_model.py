@@ -108,3 +108,19 @@ def test_he_init_draws_kaiming_normal_weights_and_zero_biases():
 def test_unknown_weight_init_is_an_error():
     with pytest.raises(ValueError, match="unknown weight initialization 'orthogonal'"):
         UNet(1, 4, 2, weight_init="orthogonal")
+
+
+def test_dropout_placement_study_way_is_between_the_convolutions_of_every_block():
+    from torch import nn
+
+    deep = UNet(1, 4, 3, dropout=0.2)
+    every = UNet(1, 4, 3, dropout=0.2, dropout_placement="every_block")
+    count = lambda m: sum(isinstance(x, nn.Dropout) for x in m.modules())  # noqa: E731
+    assert count(deep) == 2 and count(every) == 1 + 3 + 3, "inc, 3 downs and 3 ups"
+    block = list(every.inc.block)
+    assert isinstance(block[2], nn.Dropout) and isinstance(block[3], nn.Conv2d), "dropout between the two convs"
+    assert every.architecture()["dropout_placement"] == "every_block"
+    rebuilt = UNet(**every.architecture())
+    rebuilt.load_state_dict(every.state_dict())
+    with pytest.raises(ValueError, match="dropout placement"):
+        UNet(1, 4, 3, dropout_placement="decoder")

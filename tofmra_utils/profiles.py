@@ -223,7 +223,13 @@ class UnetConfig:
     depth
         Number of poolings. Study: 4.
     dropout
-        Dropout probability in the deepest levels.
+        Dropout probability.
+    dropout_placement
+        ``"deep"``: after the blocks of the two deepest encoder levels; ``"every_block"``:
+        between the two convolutions of every block (Livne et al. 2019, the study).
+    augment
+        Augment every training batch the study's way (:mod:`tofmra_utils.unet.augment`: rotation
+        up to 30 degrees, vertical flip, shear up to 20 degrees, image and label alike).
     weight_init
         Convolution initialization (:data:`tofmra_utils.unet.model.WEIGHT_INITS`): ``"he"`` (He
         normal) or ``"glorot"`` (Keras' default, the study's). He keeps a short CPU budget off the
@@ -258,6 +264,8 @@ class UnetConfig:
     weight_init: str = "he"
     max_grad_norm: float | None = 1.0
     loss: str = "dice"
+    augment: bool = False
+    dropout_placement: str = "deep"
 
 
 @dataclass(frozen=True)
@@ -437,7 +445,7 @@ PAPER = Profile(
         checkpoint_every=1000,
     ),
     unet=UnetConfig(base_width=64, depth=4, dropout=0.1, batch_size=64, epochs=10, lr=1e-4, inference_batch=512,
-                    weight_init="glorot", max_grad_norm=None),
+                    weight_init="glorot", max_grad_norm=None, augment=True, dropout_placement="every_block"),
     transfer=TransferConfig(
         n_subjects=tuple(range(0, 16)), seeds=(0, 1, 2), steps_per_subject=160, min_steps=500, lr=1e-4,
         batch_size=64, val_checks=10,

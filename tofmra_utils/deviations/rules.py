@@ -291,12 +291,17 @@ _UNET: tuple[_Rule, ...] = (
     _Rule("U-net", "Dropout placement",
           "between the two 3x3 convolutions of every block, encoder and decoder (Livne et al. 2019's code)",
           _dropout_here,
-          "No measurement recorded. (`unet/model.py` attributes 'the deepest ones' to Livne et al.; REFERENCE.md's "
-          "reading of the study's code says every block.)"),
+          "Not measured against the study's placement on the course profile; the CPU profiles keep the placement "
+          "their budgets were tuned with. `paper` uses the study's.",
+          fields=("unet.dropout_placement",)),
     _Rule("U-net", "Data augmentation",
           "rotation up to 30 degrees, vertical flip, shear up to 20 degrees; twice the samples per epoch",
-          "none: the U-net trains on the patches as they are",
-          "Not implemented; no reason recorded in the code. Every U-net, real or synthetic set, trains without it."),
+          lambda ps: _per_profile(ps, lambda p: (
+              "the study's rotation, flip and shear on every batch, but the same number of steps (no doubled epoch)"
+              if p.unet.augment else "none: the U-net trains on the patches as they are")),
+          "The step budget is the profile's either way. Whether it helps on the course profile is measured in "
+          "issue 20's closing note; the CPU profiles follow that measurement (`unet/augment.py`).",
+          fields=("unet.augment",), applies=lambda p: True),
     _Rule("U-net", "U-net input scaling",
           "raw (not per-patch min-max scaled) tiles, z-scored with the training mean and standard deviation",
           "every patch and inference tile min-max scaled to [-1, 1] on its own, then z-scored with the training "

@@ -118,6 +118,8 @@ STUDY_SETTINGS: tuple[StudySetting, ...] = (
     StudySetting("unet.weight_init", "glorot"),
     StudySetting("unet.max_grad_norm", None),
     StudySetting("unet.loss", "dice"),
+    StudySetting("unet.augment", True),
+    StudySetting("unet.dropout_placement", "every_block"),
     StudySetting("transfer.n_subjects", tuple(range(1, 16)), derive=_positive),
     StudySetting("transfer.pretrained_gan", "wgan_gp_sn"),
     StudySetting("transfer.eval_mode", "tiles"),

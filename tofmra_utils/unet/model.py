@@ -1,7 +1,9 @@
 """The 2D U-net of Livne et al. 2019 used by Kossen et al. 2021.
 
 ``depth`` poolings (study: 4); level ``i`` has ``base_width * 2**i`` channels (study: 64, the
-"half" U-net 32); dropout after the convolution blocks of the two deepest levels; a 1x1
+"half" U-net 32); dropout after the convolution blocks of the two deepest encoder levels
+(``dropout_placement="deep"``, this project's CPU profiles) or between the two convolutions of
+every block, encoder and decoder (``"every_block"``, Livne et al. 2019, the study); a 1x1
 convolution and a sigmoid give the vessel probability per pixel. No batch normalization (the
 study's U-net has none).
 
@@ -32,7 +34,10 @@ from torch import nn
 
 from .parts import DoubleConv, Down, OutConv, Up
 
-__all__ = ["UNet", "check_patch_size", "WEIGHT_INITS", "init_weights"]
+__all__ = ["UNet", "check_patch_size", "WEIGHT_INITS", "DROPOUT_PLACEMENTS", "init_weights"]
+
+#: Where the U-net's dropout sits (see the module docstring).
+DROPOUT_PLACEMENTS: tuple[str, ...] = ("deep", "every_block")
 
 #: Weight initializations :func:`init_weights` knows (see the module docstring).
 WEIGHT_INITS: tuple[str, ...] = ("he", "glorot", "torch")
@@ -79,28 +84,37 @@ class UNet(nn.Module):
     depth
         Number of poolings (study: 4).
     dropout
-        Dropout probability after the blocks of the two deepest levels (``0`` disables it).
+        Dropout probability (``0`` disables it).
     weight_init
         Initialization of the convolutions, one of :data:`WEIGHT_INITS` (default ``"he"``).
+    dropout_placement
+        ``"deep"``: after the blocks of the two deepest encoder levels; ``"every_block"``: between
+        the two convolutions of every block, encoder and decoder (the study's).
 
     Forward: (B, in_channels, H, W) float -> (B, 1, H, W) probabilities in (0, 1), with
     ``H`` and ``W`` multiples of ``2**depth`` (:class:`ValueError` otherwise).
     """
 
     def __init__(
-        self, in_channels: int = 1, base_width: int = 64, depth: int = 4, dropout: float = 0.1, weight_init: str = "he"
+        self, in_channels: int = 1, base_width: int = 64, depth: int = 4, dropout: float = 0.1, weight_init: str = "he",
+        dropout_placement: str = "deep",
     ) -> None:
         super().__init__()
         if depth < 1 or base_width < 1:
             raise ValueError(f"depth and base_width must be >= 1, got depth={depth}, base_width={base_width}")
+        if dropout_placement not in DROPOUT_PLACEMENTS:
+            raise ValueError(f"unknown dropout placement {dropout_placement!r}: choose one of {', '.join(DROPOUT_PLACEMENTS)}")
         self.in_channels, self.base_width, self.depth, self.dropout = in_channels, base_width, depth, dropout
+        self.dropout_placement = dropout_placement
         widths = [base_width * 2**i for i in range(depth + 1)]
-        deep = {depth - 1, depth}  # levels that get dropout (Livne et al.: the deepest ones)
-        self.inc = DoubleConv(in_channels, widths[0])
+        every = dropout_placement == "every_block"
+        deep = set(range(depth + 1)) if every else {depth - 1, depth}  # encoder levels that get dropout
+        self.inc = DoubleConv(in_channels, widths[0], dropout if 0 in deep else 0.0, between=every)
         self.downs = nn.ModuleList(
-            Down(widths[i - 1], widths[i], dropout if i in deep else 0.0) for i in range(1, depth + 1)
+            Down(widths[i - 1], widths[i], dropout if i in deep else 0.0, between=every) for i in range(1, depth + 1)
         )
-        self.ups = nn.ModuleList(Up(widths[i], widths[i - 1], widths[i - 1]) for i in range(depth, 0, -1))
+        self.ups = nn.ModuleList(Up(widths[i], widths[i - 1], widths[i - 1], dropout if every else 0.0, between=every)
+                                 for i in range(depth, 0, -1))
         self.outc = OutConv(widths[0], 1)
         init_weights(self, weight_init)
 
@@ -127,4 +141,5 @@ class UNet(nn.Module):
 
     def architecture(self) -> dict[str, int | float]:
         """Constructor arguments (stored in checkpoints to rebuild the model)."""
-        return {"in_channels": self.in_channels, "base_width": self.base_width, "depth": self.depth, "dropout": self.dropout}
+        return {"in_channels": self.in_channels, "base_width": self.base_width, "depth": self.depth, "dropout": self.dropout,
+                "dropout_placement": self.dropout_placement}

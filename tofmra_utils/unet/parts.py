@@ -16,21 +16,17 @@ __all__ = ["DoubleConv", "Down", "Up", "OutConv"]
 class DoubleConv(nn.Module):
     """Two 3x3 convolutions (``padding=1``, size kept), each followed by ReLU; optional dropout.
 
-    Shapes: (B, in_channels, H, W) -> (B, out_channels, H, W).
+    ``between=False`` puts the dropout after the block, ``True`` between the two convolutions
+    (Livne et al. 2019, the study's U-net). Shapes: (B, in_channels, H, W) -> (B, out_channels, H, W).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, between: bool = False) -> None:
         super().__init__()
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-        ]
-        if dropout > 0:
-            # Element-wise dropout like Keras' Dropout layer after the block.
-            layers.append(nn.Dropout(dropout))
-        self.block = nn.Sequential(*layers)
+        first: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+        second: list[nn.Module] = [nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+        # Element-wise dropout like Keras' Dropout layer.
+        drop: list[nn.Module] = [nn.Dropout(dropout)] if dropout > 0 else []
+        self.block = nn.Sequential(*first, *drop, *second) if between else nn.Sequential(*first, *second, *drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
@@ -39,10 +35,10 @@ class DoubleConv(nn.Module):
 class Down(nn.Module):
     """2x2 max pooling, then :class:`DoubleConv`. (B, C_in, H, W) -> (B, C_out, H/2, W/2)."""
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, between: bool = False) -> None:
         super().__init__()
         self.pool = nn.MaxPool2d(2)
-        self.conv = DoubleConv(in_channels, out_channels, dropout)
+        self.conv = DoubleConv(in_channels, out_channels, dropout, between)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(self.pool(x))
@@ -54,10 +50,11 @@ class Up(nn.Module):
     Shapes: x (B, C_in, H, W) and skip (B, C_skip, 2H, 2W) -> (B, C_out, 2H, 2W).
     """
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, dropout: float = 0.0,
+                 between: bool = False) -> None:
         super().__init__()
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.conv = DoubleConv(in_channels + skip_channels, out_channels)
+        self.conv = DoubleConv(in_channels + skip_channels, out_channels, dropout, between)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat([skip, self.up(x)], dim=1))

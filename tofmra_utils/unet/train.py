@@ -58,6 +58,7 @@ from ..profiles import UnetConfig
 from ..resumable import ResumableUnit, array_digest
 from ..seeding import default_device, get_rng_state, set_rng_state
 from .model import UNet, check_patch_size
+from .augment import augment_batch
 from .step import unet_step
 
 __all__ = [
@@ -165,7 +166,8 @@ def load_unet(checkpoint: str | os.PathLike[str], device: Any = None) -> tuple[U
     """
     path = Path(checkpoint)
     weights, info = _read_unet_checkpoint(path)
-    model = UNet(info["in_channels"], info["base_width"], info["depth"], info["dropout"])
+    model = UNet(info["in_channels"], info["base_width"], info["depth"], info["dropout"],
+                 dropout_placement=info.get("dropout_placement", "deep"))
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
@@ -236,7 +238,8 @@ def _settings(train: PatchSet, val: PatchSet | None, config: UnetConfig, plan: _
     return {
         "train": array_digest(train.image, train.label), "val": None if val is None else array_digest(val.image, val.label),
         "in_channels": 1, "base_width": config.base_width, "depth": config.depth, "dropout": float(config.dropout),
-        "weight_init": config.weight_init, "max_grad_norm": config.max_grad_norm, "loss": config.loss, "seed": int(seed), "lr": plan.lr, "batch_size": plan.batch_size,
+        "weight_init": config.weight_init, "max_grad_norm": config.max_grad_norm, "loss": config.loss,
+        "augment": bool(config.augment), "dropout_placement": config.dropout_placement, "seed": int(seed), "lr": plan.lr, "batch_size": plan.batch_size,
         "val_every": plan.val_every, "freeze_encoder": bool(freeze_encoder),
         "init_checkpoint": None if plan.init_path is None else file_hash(plan.init_path),
     }
@@ -245,7 +248,7 @@ def _settings(train: PatchSet, val: PatchSet | None, config: UnetConfig, plan: _
 def _build(config: UnetConfig, plan: _Plan, seed: int, freeze_encoder: bool) -> tuple[UNet, torch.optim.Adam, Any]:
     """Model (initialized from the seed, or from ``plan.init_path``), its optimizer, the init model's z-score."""
     torch.manual_seed(seed)  # initialization uses the global torch RNG
-    model = UNet(1, config.base_width, config.depth, config.dropout, config.weight_init)
+    model = UNet(1, config.base_width, config.depth, config.dropout, config.weight_init, config.dropout_placement)
     init_norm = None
     if plan.init_path is not None:
         init_info = _load_init_weights(model, plan.init_path)
@@ -368,14 +371,14 @@ def train_unet(
                          "rng": get_rng_state(), "info": info, **run.state()})
         unit.write_history(run.frame())
 
-    _train_loop(model, optimizer, train, val, config, plan, run, save_state, progress)
+    _train_loop(model, optimizer, train, val, config, plan, run, save_state, progress, seed)
     if resumed is None and plan.total == 0:
         save_state()
     return _select_and_write(unit, model, train.patch_size, plan, run, extra_info)
 
 
 def _train_loop(model: UNet, optimizer: torch.optim.Optimizer, train: PatchSet, val: PatchSet | None,
-                config: UnetConfig, plan: _Plan, run: _Progress, save_state: Any, progress: bool) -> None:
+                config: UnetConfig, plan: _Plan, run: _Progress, save_state: Any, progress: bool, seed: int = 0) -> None:
     """Steps until ``plan.total``: :func:`~tofmra_utils.unet.step.unet_step`, validation, checkpoints."""
     x_train = _zscore(train.image, plan.mean, plan.std)
     y_train = torch.from_numpy(train.label.astype(np.float32)).unsqueeze(1)
@@ -384,8 +387,10 @@ def _train_loop(model: UNet, optimizer: torch.optim.Optimizer, train: PatchSet, 
         while run.step < plan.total:
             started = time.perf_counter()
             idx = run.batches.next()
-            run.log(unet_step(model, optimizer, x_train[idx].to(plan.device), y_train[idx].to(plan.device),
-                              max_grad_norm=config.max_grad_norm, loss=config.loss))
+            x, y = x_train[idx].to(plan.device), y_train[idx].to(plan.device)
+            if config.augment:
+                x, y = augment_batch(x, y, seed, run.step)
+            run.log(unet_step(model, optimizer, x, y, max_grad_norm=config.max_grad_norm, loss=config.loss))
             due = run.step % plan.val_every == 0 or run.step == plan.total
             if val is not None and due:
                 prob = predict_patches(model, val.image, plan.mean, plan.std, config.inference_batch, plan.device)
