@@ -145,8 +145,8 @@ def summary_table(per_patient: pd.DataFrame, models: Mapping[str, TrainedUnet] |
     (patches)``, ``DSC``, ``95HD (mm)`` (standard, medpy
     definition), ``95HD (voxels, study variant)``, ``study DSC``, ``study 95HD (tool units)``, the
     numeric means ``dsc_mean``, ``hd95_mm_mean``, ``hd95_study_mean``, ``dsc_sd`` (sample sd over
-    the test patients) and the undefined-distance
-    count ``hd95_nan`` (patients whose prediction was empty).
+    the test patients), ``empty predictions`` ("k of n": patients left out of the 95HD means because
+    the prediction was empty) and the undefined-distance count ``hd95_nan``.
     """
     rows = []
     for name, grp in per_patient.groupby("model", sort=False):
@@ -158,6 +158,8 @@ def summary_table(per_patient: pd.DataFrame, models: Mapping[str, TrainedUnet] |
             "DSC": _mean_sd(grp["dsc"], 3),
             "95HD (mm)": _mean_sd(grp["hd95_mm"], 2),
             "95HD (voxels, study variant)": _mean_sd(grp["hd95_study"], 2),
+            # Empty predictions have no distance and drop out of the 95HD means: their count stands beside them.
+            "empty predictions": f"{int(grp['hd95_mm'].isna().sum())} of {len(grp)}",
             "study DSC": study.get("dsc", np.nan),
             "study 95HD (tool units)": study.get("hd95", np.nan),
             "dsc_mean": float(grp["dsc"].mean()),
