@@ -21,7 +21,7 @@ unexplained.
 The study's values come from ``REFERENCE.md`` (the paper and its public code).
 """
 
-from .schema import AREAS, STUDY_SETTINGS, TABLE_COLUMNS, Deviation, StudySetting, study_mismatches
+from .schema import AREAS, STUDY_SETTINGS, TABLE_COLUMNS, Deviation, StudySetting, study_mismatches, study_setting
 from .views import deviations, deviations_markdown, deviations_table, uncovered_settings
 
 __all__ = [
@@ -34,5 +34,6 @@ __all__ = [
     "deviations_table",
     "deviations_markdown",
     "study_mismatches",
+    "study_setting",
     "uncovered_settings",
 ]

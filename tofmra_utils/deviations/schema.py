@@ -128,6 +128,14 @@ STUDY_SETTINGS: tuple[StudySetting, ...] = (
 _BY_PATH: dict[str, StudySetting] = {s.path: s for s in STUDY_SETTINGS}
 
 
+def study_setting(path: str) -> StudySetting:
+    """The :class:`StudySetting` at ``path`` (``KeyError`` naming the path if there is none)."""
+    try:
+        return _BY_PATH[path]
+    except KeyError:
+        raise KeyError(f"no study value recorded for {path!r}") from None
+
+
 def study_mismatches(profile: Profile) -> tuple[str, ...]:
     """Paths of :data:`STUDY_SETTINGS` where ``profile`` differs from the study."""
     return tuple(s.path for s in STUDY_SETTINGS if s.differs(profile))

@@ -47,14 +47,42 @@ def network_table(name: str, profile: Profile) -> pd.DataFrame:
     }).set_index("network")
 
 
+#: Rows of :func:`settings_table`: label -> setting path in the profile (``{name}``: this GAN).
+_SETTING_ROWS: dict[str, str] = {
+    "z size": "gan.variants.{name}.z_dim", "learning rate": "gan.variants.{name}.lr",
+    "Adam betas": "gan.variants.{name}.betas", "batch size": "gan.variants.{name}.batch_size",
+    "epochs": "gan.variants.{name}.epochs", "at least this many generator steps": "gan.variants.{name}.min_steps",
+    "critic steps per generator step": "gan.variants.{name}.n_critic",
+    "gradient-penalty weight": "gan.variants.{name}.gp_weight", "init std": "gan.init_std",
+    "generator upsampling": "gan.upsampling", "critic kernel": "gan.critic_kernel",
+    "weight average (EMA decay)": "gan.ema_decay", "DiffAugment": "gan.diffaug",
+    "snapshots scored on real validation patches": "gan.snapshots", "generated image scaling": "gan.image_scaling",
+    "label threshold": "gan.label_threshold", "label threshold rule": "gan.label_threshold_rule",
+}
+
+
 def settings_table(name: str, profile: Profile) -> pd.DataFrame:
-    """The GAN's optimization settings under the profile, one row each."""
-    s = profile.gan.variants[name]
-    return pd.Series({
-        "z size": s.z_dim, "learning rate": s.lr, "Adam betas": s.betas, "batch size": s.batch_size,
-        "epochs": s.epochs, "critic steps per generator step": s.n_critic, "gradient-penalty weight": s.gp_weight,
-        "init std": profile.gan.init_std,
-    }, name=name).to_frame()
+    """The GAN's settings under the profile, one row each, with the study's value beside.
+
+    The training aids of issue 20 (step floor, cheaper layers, EMA, DiffAugment, snapshots,
+    label threshold rule) appear here too, so a reader sees at once what this run switched on;
+    the book's deviations table says why.
+    """
+    from ..deviations import study_setting
+
+    rows = {}
+    for label, path in _SETTING_ROWS.items():
+        setting = study_setting(path.format(name=name))
+        rows[label] = {profile.name: _show(setting.value(profile)), "study": _show(setting.study)}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(map(str, value)) if value else "none"
+    return str(value)
 
 
 def train_stage(ctx: Any, name: str, train: PatchSet, retrain: bool = False) -> GanTrainResult:
