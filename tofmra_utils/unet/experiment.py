@@ -212,8 +212,11 @@ def ranking_sentence(summary: pd.DataFrame) -> str:
         study_order = list(STUDY_GAN_ORDER)
         ours = [m for m in gans["model"] if m in study_order]
         same = ours == [m for m in study_order if m in ours]
-        text += (" The GAN order matches the study's (WGAN-GP-SN > WGAN-GP > DCGAN)." if same else
-                 " The GAN order differs from the study's (WGAN-GP-SN > WGAN-GP > DCGAN).")
+        text += (" The GAN order matches the study's (WGAN-GP-SN > WGAN-GP > DCGAN)" if same else
+                 " The GAN order differs from the study's (WGAN-GP-SN > WGAN-GP > DCGAN)")
+        text += (", but this run trained each GAN and U-net with one seed: a GAN order is a finding only where it "
+                 "holds beyond the spread over at least 3 seeds (`make seeds` repeats notebooks 00-05 with two more "
+                 "training seeds and prints which order the seeds support).")
     return text
 
 
