@@ -113,7 +113,7 @@ def test_ema_averages_and_batchnorm_is_recalibrated():
 
 def test_training_with_every_aid_resumes_exactly_and_generates_from_the_average(tmp_path):
     profile = _aided(ema_decay=0.9, diffaug=("flip", "rot90", "translation", "cutout"), snapshots=2,
-                     upsampling="nearest3", critic_kernel=4)
+                     upsampling="nearest3", critic_kernel=4, label_threshold_rule="fixed")
     data = gan_patches()
     full = train_gan("wgan_gp", data, profile, tmp_path / "full", device="cpu", seed=2, progress=False)
     part = train_gan("wgan_gp", data, profile, tmp_path / "part", device="cpu", seed=2, progress=False, stop_after_steps=4)
@@ -149,9 +149,16 @@ def test_snapshot_selection_scores_every_snapshot_on_validation_patches(tmp_path
     sheet = read_json(out.parent / "datasheet.json")
     assert sheet["generator_step"] == chosen["step"] and sheet["selection"]["scores"] == chosen["scores"]
     assert sheet["threshold_rule"] == "match_real" and sheet["threshold"] == sheet["threshold_matching_real"]
-    # With no snapshots kept there is nothing to choose.
-    plain = train_gan("dcgan", gan_patches(), _aided(), tmp_path / "p", device="cpu", seed=1, progress=False)
+    # With no snapshots kept there is no snapshot to choose; label fractions are still scored on the final weights.
+    plain = train_gan("dcgan", gan_patches(), _aided(snapshots=1), tmp_path / "p", device="cpu", seed=1, progress=False)
     assert select_snapshot(plain.checkpoint, val, 0.125, probe=probe)["snapshot"] is None
+    scaled = select_snapshot(plain.checkpoint, val, 0.125, probe=probe, fraction_scales=(1.0, 2.0))
+    assert scaled["snapshot"] is None and set(scaled["scale_scores"]) == {"1.0", "2.0"}
+    assert scaled["score"] == max(scaled["scale_scores"].values())
+    out = generate_from_checkpoint(plain.checkpoint, n=8, out_dir=tmp_path / "syn2", label_fraction_scale=2.0)
+    sheet = read_json(out.parent / "datasheet.json")
+    assert sheet["label_fraction_scale"] == 2.0
+    assert sheet["vessel_fraction_at_matching_threshold"] == pytest.approx(2 * sheet["real_vessel_fraction"], rel=0.2)
 
 
 def test_tstr_score_prefers_pairs_that_agree_with_their_images():

@@ -60,7 +60,10 @@ def test_course_critic_mirrors_the_generator():
     g, d = build_gan("wgan_gp", course)
     assert g.base == 4
     assert [m.out_channels for m in d.modules() if isinstance(m, nn.Conv2d)] == list(reversed(course.gan.generator_channels))
-    assert all(m.kernel_size == (5, 5) and m.stride == (2, 2) for m in d.modules() if isinstance(m, nn.Conv2d))
+    k = course.gan.critic_kernel
+    assert all(m.kernel_size == (k, k) and m.stride == (2, 2) for m in d.modules() if isinstance(m, nn.Conv2d))
+    paper_critic = build_gan("wgan_gp", get_profile("paper"))[1]
+    assert all(m.kernel_size == (5, 5) for m in paper_critic.modules() if isinstance(m, nn.Conv2d)), "the study's"
 
 
 def test_base_size_rejects_sizes_that_do_not_divide():

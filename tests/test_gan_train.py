@@ -115,7 +115,10 @@ def test_generate_from_checkpoint_writes_the_patch_format_and_a_datasheet(traine
     sheet = json.loads((tmp_path / "syn" / "datasheet.json").read_text())
     for key in ("gan", "checkpoint_sha256", "generator_step", "seed", "n", "threshold", "date", "profile", "note"):
         assert key in sheet, key
-    assert (sheet["gan"], sheet["n"], sheet["threshold"], sheet["generator_step"]) == ("wgan_gp_sn", 13, 0.8, 6)
+    assert (sheet["gan"], sheet["n"], sheet["generator_step"], sheet["stored_threshold"]) == ("wgan_gp_sn", 13, 6, 0.8)
+    # The smoke profile binarizes where the synthetic vessel fraction matches the real one (stored at training).
+    assert sheet["threshold_rule"] == "match_real" and sheet["threshold"] == sheet["threshold_matching_real"]
+    assert sheet["real_vessel_fraction"] == pytest.approx(float((gan_patches().label > 0).mean()), abs=1e-5)
     assert len(sheet["checkpoint_sha256"]) == 64 and sheet["contains_source_subject_data"] is False
     text = (tmp_path / "syn" / "datasheet.json").read_text() + json.dumps(syn.meta)
     assert not any(s in text for s in SUBJECTS), "no training subject id may leak into the synthetic set"

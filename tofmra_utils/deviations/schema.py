@@ -107,6 +107,7 @@ STUDY_SETTINGS: tuple[StudySetting, ...] = (
     StudySetting("gan.diffaug", ()),
     StudySetting("gan.snapshots", 1),
     StudySetting("gan.label_threshold_rule", "fixed"),
+    StudySetting("gan.label_fraction_scales", (1.0,)),
     *_gan_settings("dcgan", 100, 3e-4, (0.5, 0.999), 250, 300, 1, 0.0),
     *_gan_settings("wgan_gp", **_WGAN),
     *_gan_settings("wgan_gp_sn", **_WGAN),

@@ -76,7 +76,8 @@ def load_generator(
         statistics recomputed from fresh noise), else the last generator.
     info
         ``gan``, ``profile``, ``step`` (of the weights loaded), ``total_steps``, ``seed``,
-        ``label_threshold``, ``label_threshold_rule``, ``image_scaling``, ``z_dim``, ``weights``
+        ``label_threshold``, ``label_threshold_rule``, ``image_scaling``, ``real_vessel_fraction``
+        (of the training patches), ``z_dim``, ``weights``
         (``"final"`` or ``"ema"``), ``snapshot`` (file name or ``None``).
 
     Raises
@@ -115,6 +116,7 @@ def load_generator(
         "label_threshold": float(state.get("label_threshold", DEFAULT_THRESHOLD)),
         "label_threshold_rule": str(state.get("label_threshold_rule", "fixed")),
         "image_scaling": str(state.get("image_scaling", "clip")),
+        "real_vessel_fraction": state.get("real_vessel_fraction"),
         "z_dim": int(args["z_dim"]),
         "weights": "ema" if use_ema else "final",
         "snapshot": Path(snapshot).name if snapshot is not None else None,
@@ -267,6 +269,7 @@ def generate_from_checkpoint(
     real_fraction: float | None = None,
     snapshot: str | os.PathLike[str] | None = None,
     selection: dict[str, Any] | None = None,
+    label_fraction_scale: float = 1.0,
 ) -> Path:
     """Write ``n`` synthetic pairs and their datasheet to ``out_dir``; returns ``out_dir/patches.npz``.
 
@@ -286,23 +289,29 @@ def generate_from_checkpoint(
     batch_size
         Pairs per forward pass.
     real_fraction
-        Vessel fraction of the real training labels: the datasheet then reports the threshold
-        at which the synthetic fraction matches it (:func:`matching_threshold`, measured on
-        2000 extra pairs) and the fractions at both thresholds. Required by ``"match_real"``.
+        Vessel fraction of the real training labels (default: the one the checkpoint stored):
+        the datasheet reports the threshold at which the synthetic vessel fraction matches it
+        (:func:`matching_threshold`, measured on 2000 extra pairs) and the fractions at both
+        thresholds; ``"match_real"`` generates at that threshold.
     snapshot
         Generate from this snapshot of the run instead of its final (or averaged) weights.
     selection
         How the snapshot was chosen (:func:`~tofmra_utils.gan.selection.select_snapshot`),
         copied into the datasheet.
+    label_fraction_scale
+        ``"match_real"`` generates at the threshold matching this multiple of the real fraction.
     """
     checkpoint = Path(checkpoint)
     generator, info = load_generator(checkpoint, snapshot=snapshot)
+    if real_fraction is None and info["real_vessel_fraction"] is not None:
+        real_fraction = float(info["real_vessel_fraction"])
     report: dict[str, Any] = {}
     if real_fraction is not None and 0.0 < real_fraction < 1.0:
         channel = generated_label_channel(generator, 2000, info["z_dim"], seed=seed + 1, batch_size=batch_size)
-        matched = matching_threshold(channel, real_fraction)
+        matched = matching_threshold(channel, min(real_fraction * label_fraction_scale, 0.99))
         report = {
             "real_vessel_fraction": round(float(real_fraction), 5),
+            "label_fraction_scale": float(label_fraction_scale),
             "threshold_matching_real": round(matched, 4),
             "vessel_fraction_at_stored_threshold": round(float(decode_label(channel, info["label_threshold"]).mean()), 5),
             "vessel_fraction_at_matching_threshold": round(float(decode_label(channel, matched).mean()), 5),

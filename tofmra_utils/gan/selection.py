@@ -101,37 +101,52 @@ def tstr_score(
 
 def select_snapshot(
     checkpoint: str | os.PathLike[str], val: PatchSet, real_fraction: float, probe: ProbeSettings = ProbeSettings(),
-    seed: int = 0, device: Any = None,
+    seed: int = 0, device: Any = None, fraction_scales: tuple[float, ...] = (1.0,),
 ) -> dict[str, Any]:
-    """Score every snapshot of a GAN run with :func:`tstr_score`; return the choice and the scores.
+    """Score the snapshots of a GAN run, then the label fractions, with :func:`tstr_score`.
 
     Each snapshot generates ``probe.n_pairs`` pairs from the same noise, labels binarized by the
     run's rule (``label_threshold_rule``: the stored threshold, or the one matching
-    ``real_fraction``) and images scaled as the run says.
+    ``real_fraction`` times the first of ``fraction_scales``) and images scaled as the run says;
+    the best snapshot wins (ties: the later). With ``"match_real"`` and further scales, the
+    chosen snapshot (or the final weights when the run kept no snapshots) is scored at each
+    scale of the real fraction and the best scale wins (ties: the one nearest 1).
 
     Returns
     -------
-    dict with ``snapshot`` (path of the best, or ``None`` when the run kept no snapshots),
-    ``step`` (its generator step), ``score``, ``scores`` (step -> score), ``probe`` (settings),
-    ``measured_on`` (``"real validation patches"``) and ``seconds``.
+    dict with ``snapshot`` (path of the best, or ``None``: the final weights), ``step`` (its
+    generator step or ``None``), ``score``, ``scores`` (step -> score), ``label_fraction_scale``
+    and ``scale_scores`` (scale -> score), ``probe`` (settings), ``measured_on`` (``"real
+    validation patches"``) and ``seconds``.
     """
     started = time.perf_counter()
-    folder = Path(checkpoint).parent
-    snapshots = list_snapshots(folder)
-    if not snapshots:
-        return {"snapshot": None, "step": None, "score": None, "scores": {}, "probe": asdict(probe),
-                "measured_on": "real validation patches", "seconds": 0.0}
-    scores: dict[int, float] = {}
-    for step, path in snapshots.items():
+    snapshots = list_snapshots(Path(checkpoint).parent)
+    if len(fraction_scales) > 1 and not snapshots:
+        pass  # the scales are still scored, on the final weights
+    elif not snapshots:
+        return {"snapshot": None, "step": None, "score": None, "scores": {}, "label_fraction_scale": float(fraction_scales[0]),
+                "scale_scores": {}, "probe": asdict(probe), "measured_on": "real validation patches", "seconds": 0.0}
+    def score(path: Path | None, scale: float) -> float:
         generator, info = load_generator(checkpoint, device=device, snapshot=path)
         threshold = info["label_threshold"]
         if info["label_threshold_rule"] == "match_real":
             channel = generated_label_channel(generator, probe.n_pairs, info["z_dim"], seed=seed + 1)
-            threshold = matching_threshold(channel, real_fraction)
+            threshold = matching_threshold(channel, min(real_fraction * scale, 0.99))
         image, label = generate_pairs(generator, probe.n_pairs, info["z_dim"], seed=seed, threshold=threshold,
                                       image_scaling=info["image_scaling"])
-        scores[step] = round(tstr_score(image, label, val, probe, seed=seed, device=device), 4)
-    best = max(scores, key=lambda s: (scores[s], s))  # ties: the later snapshot
-    return {"snapshot": str(snapshots[best]), "step": int(best), "score": scores[best],
-            "scores": {str(k): v for k, v in scores.items()}, "probe": asdict(probe),
-            "measured_on": "real validation patches", "seconds": round(time.perf_counter() - started, 1)}
+        return round(tstr_score(image, label, val, probe, seed=seed, device=device), 4)
+
+    scales = tuple(float(s) for s in fraction_scales)
+    scores = {step: score(path, scales[0]) for step, path in snapshots.items()} if snapshots else {}
+    best = max(scores, key=lambda s: (scores[s], s)) if scores else None  # ties: the later snapshot
+    best_path = snapshots[best] if best is not None else None
+    # Then the label fraction, on the chosen snapshot (scales beyond the first only).
+    scale_scores = {scales[0]: scores[best]} if best is not None else {}
+    for scale in scales[1 if best is not None else 0:]:
+        scale_scores[scale] = score(best_path, scale)
+    best_scale = max(scale_scores, key=lambda s: (scale_scores[s], -abs(s - 1.0))) if scale_scores else scales[0]
+    return {"snapshot": str(best_path) if best_path is not None else None, "step": best,
+            "score": scale_scores.get(best_scale), "scores": {str(k): v for k, v in scores.items()},
+            "label_fraction_scale": best_scale, "scale_scores": {str(k): v for k, v in scale_scores.items()},
+            "probe": asdict(probe), "measured_on": "real validation patches",
+            "seconds": round(time.perf_counter() - started, 1)}

@@ -133,17 +133,25 @@ def synthetic_stage(ctx: Any, name: str, result: GanTrainResult) -> tuple[PatchS
     dataset = ctx.dataset("A")
     real_fraction = float((dataset.patches("train").label > 0).mean())
     selection = None
-    if ctx.profile.gan.snapshots > 1:
+    gan = ctx.profile.gan
+    scales = gan.label_fraction_scales if gan.label_threshold_rule == "match_real" else (1.0,)
+    if gan.snapshots > 1 or len(scales) > 1:
         from .selection import select_snapshot
 
         selection = select_snapshot(result.checkpoint, dataset.patches("val"), real_fraction, seed=ctx.seed,
-                                    device=ctx.device)
-        scores = ", ".join(f"step {k}: {v:.3f}" for k, v in selection["scores"].items())
-        print(f"snapshot scores (Dice of a small U-net trained on their pairs, on real validation patches): {scores}; "
-              f"chosen: step {selection['step']} ({selection['seconds']:.0f} s)")
-    file = generate_from_checkpoint(result.checkpoint, n=ctx.profile.gan.n_synthetic,
-                                    out_dir=ctx.paths.synthetic_dir(name), seed=ctx.seed, real_fraction=real_fraction,
-                                    snapshot=selection["snapshot"] if selection else None, selection=selection)
+                                    device=ctx.device, fraction_scales=scales)
+        print("Scores: Dice on the real validation patches of a small U-net trained briefly on each candidate's pairs")
+        if selection["scores"]:
+            print("  snapshots: " + ", ".join(f"step {k}: {v:.3f}" for k, v in selection["scores"].items())
+                  + f" -> step {selection['step']}")
+        if len(scales) > 1:
+            print("  label fraction (x the real one): " + ", ".join(f"{k}: {v:.3f}" for k, v in selection["scale_scores"].items())
+                  + f" -> {selection['label_fraction_scale']}")
+        print(f"  ({selection['seconds']:.0f} s)")
+    file = generate_from_checkpoint(result.checkpoint, n=gan.n_synthetic, out_dir=ctx.paths.synthetic_dir(name),
+                                    seed=ctx.seed, real_fraction=real_fraction,
+                                    snapshot=selection["snapshot"] if selection else None, selection=selection,
+                                    label_fraction_scale=selection["label_fraction_scale"] if selection else scales[0])
     synthetic = PatchSet.load(file)
     datasheet = read_json(ctx.paths.datasheet_file(name))
     print(f"{len(synthetic)} synthetic pairs from the {datasheet['weights']} weights of step {datasheet['generator_step']}, "

@@ -317,7 +317,8 @@ def train_gan(
             "n_train": len(train), "batch_size": batch_size, "z_dim": gan.settings.z_dim, "profile": profile.name,
             "seed": seed, "settings": dataclasses.asdict(gan.settings),
             "label_threshold": float(profile.gan.label_threshold), "label_threshold_rule": profile.gan.label_threshold_rule,
-            "image_scaling": profile.gan.image_scaling, "step": at_step, "total_steps": total_steps,
+            "image_scaling": profile.gan.image_scaling, "real_vessel_fraction": float((train.label > 0).mean()),
+            "step": at_step, "total_steps": total_steps,
             "history": _columns_from_rows(history), "seconds": seconds_before + time.perf_counter() - started, **gan.state(),
         })
 
