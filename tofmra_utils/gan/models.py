@@ -20,6 +20,10 @@ Shapes (``C = generator_channels``, ``P = patch_size``, ``base = P / 2**len(C)``
                -> [conv k5 s2 -> norm -> LeakyReLU(0.2)] x (len(C) - 1)   (C[i] -> C[i-1])
                -> (B, C[0], base, base) -> flatten [-> minibatch discrimination] -> linear -> (B,)
 
+``GanConfig.upsampling = "nearest3"`` replaces each ConvT k5 s2 by nearest-neighbour doubling and
+a 3x3 conv, and ``GanConfig.critic_kernel`` sets the critic's kernel (5, 4 or 3); the CPU
+profiles use both, the paper profile keeps the study's layers.
+
 The course profile ``C = (64, 32, 16)`` at 32 px starts from 4x4; the paper profile
 ``C = (1536, 768, 384, 192, 96)`` at 96 px from 3x3, as in the study.
 
