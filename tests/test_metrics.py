@@ -254,3 +254,18 @@ def test_package_never_imports_medpy():
     pattern = re.compile(r"^\s*(import\s+medpy|from\s+medpy)", re.MULTILINE)
     offenders = [str(f) for f in pkg.rglob("*.py") if pattern.search(f.read_text())]
     assert offenders == [], f"medpy (GPL) imported by the package: {offenders}"
+
+
+def test_evaluate_and_report_never_import_torch(tmp_path):
+    """Commands that do not train stay light: `tofmra evaluate` and `report` run without torch."""
+    import subprocess
+    import sys
+
+    pred, truth, _ = random_pair(3)
+    p, t = write_pair(tmp_path, pred, truth)
+    code = ("import sys\nfrom tofmra_utils.cli import main\n"
+            f"rc = main(['evaluate', '--pred', {str(p)!r}, '--truth', {str(t)!r}, '--json'])\n"
+            "main(['report', '--run', '/nonexistent'])\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "NO-TORCH 0"

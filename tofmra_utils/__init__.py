@@ -11,9 +11,20 @@ inference), ``metrics`` (DSC, 95HD), ``transfer`` (site-B sweep), ``pipeline``, 
 ``report`` (the ``tofmra`` command), ``plots`` and ``widgets`` (figures the notebooks share).
 """
 
-from .notebook import NotebookContext, setup_notebook
+from typing import Any
+
 from .profiles import GAN_NAMES, PROFILES, Profile, get_profile
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The notebook context imports torch (seconds); commands that never train (`tofmra evaluate`,
+    # `report`, `--help`) import this package too and should not pay for it.
+    if name in ("NotebookContext", "setup_notebook"):
+        from . import notebook
+
+        return getattr(notebook, name)
+    raise AttributeError(f"module 'tofmra_utils' has no attribute {name!r}")
 
 __all__ = ["GAN_NAMES", "PROFILES", "Profile", "get_profile", "NotebookContext", "setup_notebook", "__version__"]
