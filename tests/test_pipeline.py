@@ -65,11 +65,14 @@ def test_parse_parameters():
         parse_parameters(["oops"])
 
 
-def test_run_in_order_writes_summary(tiny_notebooks, tmp_path):
+def test_run_in_order_writes_summary(tiny_notebooks, tmp_path, capfd):
     lines: list[str] = []
     out = tmp_path / "run"
     summary = run_pipeline("smoke", out=out, notebooks_dir=tiny_notebooks, log=lines.append)
     assert summary["status"] == "ok"
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.err + captured.out, "kernels run over encrypted sockets"
+    assert summary["seed"] == 1234, "the profile's seed when no --seed is given"
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["notebooks"]["01_first"]["results"] == {"answer": 42}
     assert on_disk["notebooks"]["02_second"]["results"] == {"seen": True}

@@ -219,7 +219,7 @@ def _execute(
     try:
         papermill.execute_notebook(
             str(nb), str(tmp), parameters=parameters, cwd=str(nb_dir), kernel_name="python3",
-            progress_bar=False, log_output=False, report_mode=False,
+            progress_bar=False, log_output=False, report_mode=False, config=_kernel_config(),
         )
     except Exception as err:  # a failing cell (PapermillExecutionError), kernel death, missing kernel, ...
         message, info = _failure_message(nb, err, tmp)
@@ -238,6 +238,14 @@ def _execute(
                  results=read_json(results_file) if results_file.exists() else {})
     write_json(paths.summary_file, summary)
     return None, {}, seconds
+
+
+def _kernel_config() -> Any:
+    """Kernels talk to papermill over encrypted sockets where the kernel supports it (CurveZMQ):
+    ipykernel >= 7.3 otherwise warns, once per notebook, that the kernel runs over TCP unencrypted."""
+    from traitlets.config import Config  # installed with papermill's Jupyter stack
+
+    return Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
 def run_pipeline(
