@@ -81,6 +81,7 @@ def test_run_in_order_writes_summary(tiny_notebooks, tmp_path, capfd):
                                                            capture_output=True, text=True).stdout.strip()
     assert (out / "notebooks" / "02_second.ipynb").exists()
     assert any(line.startswith("[1/2] 01_first ok") for line in lines), lines
+    assert on_disk["run_folder_bytes"] > 0 and any(line.startswith("run folder: ") for line in lines), lines
     # A declared extra parameter reaches only the notebook that declares it.
     summary = run_pipeline("smoke", out=out, only="01", parameters={"factor": 2}, notebooks_dir=tiny_notebooks, log=lines.append)
     assert summary["notebooks"]["01_first"]["results"] == {"answer": 43}

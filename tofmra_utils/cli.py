@@ -147,6 +147,16 @@ def _cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_clean(a: argparse.Namespace) -> int:
+    from .cleanup import clean_run, human_bytes
+
+    freed, left = clean_run(a.run, keep=tuple(a.keep or ()), dry_run=a.dry_run)
+    verb = "would free" if a.dry_run else "freed"
+    print(f"tofmra clean: {verb} {human_bytes(freed)} in {a.run}; {human_bytes(left)} left "
+          "(results, figures, executed notebooks, book, logs)")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -192,6 +202,13 @@ def _add_pipeline_commands(sub: Any) -> None:
                     help="further runs of the same profile made with `tofmra run --seed`: notebook 05's DSCs "
                          "per seed, mean ± sd over seeds, and which GAN order the seeds support")
     rp.set_defaults(func=_cmd_report)
+
+    c = sub.add_parser("clean", help="remove a run folder's checkpoints and data, keep results, figures and notebooks")
+    c.add_argument("--run", required=True, help="run folder holding summary.json")
+    c.add_argument("--keep", nargs="+", choices=("checkpoints", "data"), default=None,
+                   help="kinds of file to keep as well (checkpoints: *.pt; data: *.npz, *.nii.gz)")
+    c.add_argument("--dry-run", action="store_true", help="only say what would be freed")
+    c.set_defaults(func=_cmd_clean)
 
     b = sub.add_parser("book", help="build the Jupyter Book from a run's executed notebooks")
     b.add_argument("--profile", default="course", choices=profiles)

@@ -373,8 +373,14 @@ def _run_locked(
         total_seconds=round(time.perf_counter() - t_run, 1),
         finished=_dt.datetime.now().isoformat(timespec="seconds"),
     )
+    from .cleanup import folder_bytes, human_bytes, removable_files
+
+    summary["run_folder_bytes"] = folder_bytes(paths.root)
+    removable = sum(f.stat().st_size for f in removable_files(paths.root))
     write_json(paths.summary_file, summary)
     log(f"tofmra run: all {len(selected)} notebook(s) ok in {summary['total_seconds']:.1f} s; summary: {paths.summary_file}")
+    log(f"run folder: {human_bytes(summary['run_folder_bytes'])}; `tofmra clean --run {paths.root}` frees "
+        f"{human_bytes(removable)} of checkpoints and data and keeps results, figures and notebooks")
     if book:
         from .book import build_book
 
