@@ -5,7 +5,6 @@ report, the label monitor, the step floor and the cheaper layers."""
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import numpy as np
 import pytest
@@ -158,7 +157,8 @@ def test_snapshot_selection_scores_every_snapshot_on_validation_patches(tmp_path
     out = generate_from_checkpoint(plain.checkpoint, n=8, out_dir=tmp_path / "syn2", label_fraction_scale=2.0)
     sheet = read_json(out.parent / "datasheet.json")
     assert sheet["label_fraction_scale"] == 2.0
-    assert sheet["vessel_fraction_at_matching_threshold"] == pytest.approx(2 * sheet["real_vessel_fraction"], rel=0.2)
+    assert sheet["vessel_fraction_at_scaled_threshold"] == pytest.approx(2 * sheet["real_vessel_fraction"], rel=0.2)
+    assert sheet["threshold"] == sheet["threshold_matching_scaled_fraction"] < sheet["threshold_matching_real"]
 
 
 def test_tstr_score_prefers_pairs_that_agree_with_their_images():
@@ -170,16 +170,17 @@ def test_tstr_score_prefers_pairs_that_agree_with_their_images():
 
 
 # ----------------------------------------------------------------------------- budget and monitor
-def test_step_floor_and_label_monitor():
+def test_step_floor_and_label_monitor(capsys):
     assert total_generator_steps(100, 10, epochs=2) == 20
     assert total_generator_steps(100, 10, epochs=2, min_steps=50) == 50
     monitor = LabelMonitor(real_fraction=0.03, total_steps=100, gan="x")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        monitor.check(10, 0.0)  # too early to judge
-        monitor.check(30, 0.0)  # one alert
-        monitor.check(40, 0.02)  # recovered
-        monitor.check(50, 0.0)
-    with pytest.warns(UserWarning, match="label channel is dying at step 60"):
-        monitor.check(60, 0.001)
+    monitor.check(10, 0.0)  # too early to judge
+    monitor.check(30, 0.0)  # one alert
+    monitor.check(40, 0.02)  # recovered
+    monitor.check(50, 0.0)
+    assert capsys.readouterr().err == "" and not monitor.warned
+    monitor.check(60, 0.001)
+    assert "label monitor warning: x: the label channel is dying at step 60" in capsys.readouterr().err
     assert [s for s, _ in monitor.alerts] == [30, 50, 60]
+    monitor.check(70, 0.03)
+    assert monitor.recovered_at == 70

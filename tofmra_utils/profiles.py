@@ -161,9 +161,9 @@ class GanConfig:
         within the short CPU schedule.
     upsampling
         Generator upsampling layer: ``"transposed5"`` (the study's kernel-5 transposed conv) or
-        ``"nearest3"`` (nearest-neighbour doubling + 3x3 conv: cheaper, no checkerboards).
+        ``"nearest3"`` (nearest-neighbour doubling + 3x3 conv: no checkerboards, more cost per step).
     critic_kernel
-        Kernel of the critic's strided convolutions: 5 (the study), 4 or 3 (cheaper).
+        Kernel of the critic's strided convolutions: 5 (the study), 4 or 3 (fewer multiplications).
     image_scaling
         How a generated image channel becomes a training image: ``"per_patch"`` min-max scales
         each patch to [-1, 1], the rule every real patch and inference tile follows (and the
@@ -419,7 +419,8 @@ COURSE = Profile(
     # synthetic-trained U-net on the test volumes, one seed, so differences of 0.03 are within noise):
     #  - labels binarized where the synthetic vessel fraction matches the real one: at 0.8 they mark
     #    half the real fraction; 0.672 -> 0.742 (DCGAN 0.695 -> 0.698);
-    #  - nearest-neighbour upsampling + 3x3 convs, kernel-4 critic: 0.742 -> 0.777 (cost per step -10 %);
+    #  - nearest-neighbour upsampling + 3x3 convs, kernel-4 critic: 0.742 -> 0.777, fewer checkerboards (not
+    #    cheaper: nearest3 convolves at the output size; bench_gan.py --changes prints the cost of each);
     #  - a step floor at the tuned budget, so a smaller real data set (a few real heads) keeps its steps;
     #  - 3 snapshots, then label fractions of 1, 1.5 and 2 times the real one, scored on real validation
     #    patches (about 5 s each); with the U-net augmentation, 1.6x the real fraction gave 0.788 -> 0.802.
@@ -447,7 +448,7 @@ COURSE = Profile(
     # negative, no gradient back) at step 34 with one torch thread, gradient clipping notwithstanding.
     # Augmentation: the study's (rotation 30°, vertical flip, shear 20°). Measured, one seed: the real-data
     # U-net 0.926 -> 0.905 (0.906 with 500 steps), the U-net on WGAN-GP-SN pairs 0.742 -> 0.776 and
-    # 0.777 -> 0.788 (cheaper layers); both arms get it, as in the study.
+    # 0.777 -> 0.788 (nearest3 / kernel-4 layers); both arms get it, as in the study.
     unet=UnetConfig(base_width=16, depth=4, dropout=0.1, batch_size=32, epochs=4, lr=5e-4, max_steps=400,
                     loss="dice_bce", augment=True),
     # Transfer: scratch vs synthetic-pretrained, n = 0 (no fine-tuning), 1, 3, 10 site-B subjects,

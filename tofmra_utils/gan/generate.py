@@ -308,19 +308,22 @@ def generate_from_checkpoint(
     report: dict[str, Any] = {}
     if real_fraction is not None and 0.0 < real_fraction < 1.0:
         channel = generated_label_channel(generator, 2000, info["z_dim"], seed=seed + 1, batch_size=batch_size)
-        matched = matching_threshold(channel, min(real_fraction * label_fraction_scale, 0.99))
+        matched = matching_threshold(channel, real_fraction)
+        scaled = matching_threshold(channel, min(real_fraction * label_fraction_scale, 0.99))
         report = {
             "real_vessel_fraction": round(float(real_fraction), 5),
-            "label_fraction_scale": float(label_fraction_scale),
             "threshold_matching_real": round(matched, 4),
+            "label_fraction_scale": float(label_fraction_scale),
+            "threshold_matching_scaled_fraction": round(scaled, 4),
             "vessel_fraction_at_stored_threshold": round(float(decode_label(channel, info["label_threshold"]).mean()), 5),
             "vessel_fraction_at_matching_threshold": round(float(decode_label(channel, matched).mean()), 5),
+            "vessel_fraction_at_scaled_threshold": round(float(decode_label(channel, scaled).mean()), 5),
         }
     if threshold is None:
         if info["label_threshold_rule"] == "match_real":
             if not report:
                 raise ValueError("label_threshold_rule 'match_real' needs the real vessel fraction (real_fraction)")
-            threshold = float(report["threshold_matching_real"])
+            threshold = float(report["threshold_matching_scaled_fraction"])
         else:
             threshold = info["label_threshold"]
     threshold = float(threshold)

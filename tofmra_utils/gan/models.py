@@ -100,9 +100,10 @@ def init_weights(module: nn.Module, std: float = INIT_STD) -> None:
 
 
 #: Generator upsampling layers: the study's kernel-5 transposed convolution, or nearest-neighbour
-#: doubling followed by a 3x3 convolution (cheaper, and free of transposed-convolution checkerboards).
+#: doubling followed by a 3x3 convolution (free of transposed-convolution checkerboards; it convolves at the
+#: output size, so it costs more per step: ``benchmarks/bench_gan.py --changes``).
 UPSAMPLINGS: tuple[str, ...] = ("transposed5", "nearest3")
-#: Critic kernel sizes (stride 2 each): 5 as the study, or 4 / 3 as cheaper options.
+#: Critic kernel sizes (stride 2 each): 5 as the study, or 4 / 3 (fewer multiplications).
 CRITIC_KERNELS: tuple[int, ...] = (5, 4, 3)
 
 

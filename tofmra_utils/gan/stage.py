@@ -64,7 +64,7 @@ _SETTING_ROWS: dict[str, str] = {
 def settings_table(name: str, profile: Profile) -> pd.DataFrame:
     """The GAN's settings under the profile, one row each, with the study's value beside.
 
-    The training aids of issue 20 (step floor, cheaper layers, EMA, DiffAugment, snapshots,
+    The training aids of issue 20 (step floor, other layers, EMA, DiffAugment, snapshots,
     label threshold rule) appear here too, so a reader sees at once what this run switched on;
     the book's deviations table says why.
     """
@@ -154,9 +154,13 @@ def synthetic_stage(ctx: Any, name: str, result: GanTrainResult) -> tuple[PatchS
                                     label_fraction_scale=selection["label_fraction_scale"] if selection else scales[0])
     synthetic = PatchSet.load(file)
     datasheet = read_json(ctx.paths.datasheet_file(name))
-    print(f"{len(synthetic)} synthetic pairs from the {datasheet['weights']} weights of step {datasheet['generator_step']}, "
-          f"labels at threshold {datasheet['threshold']:.3f} ({datasheet['threshold_rule']}; the threshold matching the "
-          f"real vessel fraction is {datasheet.get('threshold_matching_real', float('nan')):.3f}) -> {file}")
+    source = ("the weight average (EMA)" if datasheet["weights"] == "ema" else "the generator") + (
+        f" at step {datasheet['generator_step']}" + (" (the chosen snapshot)" if datasheet["snapshot"] else " (end of training)"))
+    scale = datasheet.get("label_fraction_scale", 1.0)
+    rule = ("the study's fixed threshold" if datasheet["threshold_rule"] == "fixed" else
+            f"where the synthetic vessel fraction is {scale:g}x the real one")
+    print(f"{len(synthetic)} synthetic pairs from {source}; labels at threshold {datasheet['threshold']:.3f} ({rule}; "
+          f"stored threshold {datasheet['stored_threshold']:g}) -> {file}")
     return synthetic, datasheet
 
 
@@ -176,6 +180,7 @@ def _generation_record(sheet: dict[str, Any]) -> dict[str, Any]:
         "generated_from": sheet.get("weights"), "generated_step": sheet.get("generator_step"),
         "threshold": sheet.get("threshold"), "threshold_rule": sheet.get("threshold_rule"),
         "threshold_matching_real": sheet.get("threshold_matching_real"),
+        "label_fraction_scale": sheet.get("label_fraction_scale"),
         "selection_scores": selection.get("scores"), "selection_seconds": selection.get("seconds"),
     }
 

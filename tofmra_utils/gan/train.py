@@ -435,9 +435,9 @@ class LabelMonitor:
     A generator can give up on the label channel: drawing no vessel at all is a cheap way to
     avoid drawing wrong ones, and a U-net trained on such pairs learns to find nothing. Once a
     fifth of training is done, a sample check whose vessel fraction is below ``floor`` times the
-    real training fraction is an *alert*; the second alert in a row warns (``UserWarning``) with
-    the numbers and the usual causes, and the alerts are kept in :attr:`alerts` (and so in the
-    notebook's output) instead of surfacing only after generation.
+    real training fraction is an *alert*; the second alert in a row prints a warning to stderr
+    (the notebook shows it under the training cell) with the numbers and the usual causes, and
+    the alerts are kept in :attr:`alerts` instead of surfacing only after generation.
     """
 
     def __init__(self, real_fraction: float, total_steps: int, gan: str, floor: float = 0.1) -> None:
@@ -458,16 +458,16 @@ class LabelMonitor:
         self._in_a_row += 1
         self.alerts.append((int(step), float(fraction)))
         if self._in_a_row >= 2 and not self.warned:
-            import warnings
+            import sys
 
             self.warned = True
-            warnings.warn(
-                f"{self.gan}: the label channel is dying at step {step} of {self.total_steps}: its samples mark "
+            print(
+                f"label monitor warning: {self.gan}: the label channel is dying at step {step} of {self.total_steps}: its samples mark "
                 f"{fraction:.4f} of their pixels as vessel, the real patches {self.real_fraction:.4f}. If it does not "
                 "recover, a U-net trained on its pairs learns to find nothing. Usual causes: too few generator steps for the data "
                 "(raise GanSettings.min_steps), a critic that wins outright (d_loss near 0 or Wasserstein estimate "
                 "growing), or a label threshold above what the generator reaches (see the matching threshold).",
-                UserWarning, stacklevel=2,
+                file=sys.stderr, flush=True,
             )
 
 

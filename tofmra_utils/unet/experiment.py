@@ -191,8 +191,10 @@ def gan_costs(ctx: Any, names: Sequence[str] = GAN_NAMES) -> pd.DataFrame:
             "GAN steps": r.get("generator_steps"),
             "GAN train (s)": r.get("train_seconds"),
             "generated from": f"{r.get('generated_from', 'final')} weights, step {r.get('generated_step', r.get('generator_steps'))}",
-            "label threshold": (f"{threshold:.3f} ({r.get('threshold_rule', 'fixed')})" if isinstance(threshold, (int, float))
-                                else "-"),
+            "label threshold": (f"{threshold:.3f} ({r.get('threshold_rule', 'fixed')}"
+                                + (f", {r['label_fraction_scale']:g}x real fraction)" if r.get("threshold_rule") == "match_real"
+                                   and r.get("label_fraction_scale") else ")")
+                                if isinstance(threshold, (int, float)) else "-"),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
 
