@@ -30,6 +30,8 @@ from typing import Any
 import yaml
 
 from .io import read_json, write_json
+from .progress import ENV as PROGRESS_ENV
+from .progress import ProgressWatcher
 from .profiles import get_profile
 from .runlock import RunLockedError, run_lock
 from .runs import RunPaths, default_run_dir, repo_commit, repo_root
@@ -240,6 +242,10 @@ def _execute(
     return None, {}, seconds
 
 
+#: Seconds between two looks at a running notebook's progress (:mod:`tofmra_utils.progress`).
+PROGRESS_EVERY = 30.0
+
+
 def _kernel_config() -> Any:
     """Kernels talk to papermill over encrypted sockets where the kernel supports it (CurveZMQ):
     ipykernel >= 7.3 otherwise warns, once per notebook, that the kernel runs over TCP unencrypted."""
@@ -312,7 +318,8 @@ def run_pipeline(
             os.environ["TOFMRA_SEED"] = str(int(seed))
         try:
             return _run_locked(profile, paths, only, data_dir, site_b_dir, parameters, book, notebooks_dir, log, threads)
-        finally:  # the seed belongs to this run, not to the calling process
+        finally:  # the seed and the progress file belong to this run, not to the calling process
+            os.environ.pop(PROGRESS_ENV, None)
             if before is None:
                 os.environ.pop("TOFMRA_SEED", None)
             else:
@@ -355,12 +362,16 @@ def _run_locked(
     os.environ["TOFMRA_HEADLESS"] = "1"
     # ... and must draw figures inline (an inherited MPLBACKEND=Agg would drop them from the book).
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    # The trainers in the kernels report their step here; a watcher prints it (tofmra_utils.progress).
+    progress_file = paths.root / ".progress.json"
+    os.environ[PROGRESS_ENV] = str(progress_file)
     log(f"tofmra run: profile {profile}, {len(selected)} notebook(s) -> {paths.root}")
     t_run = time.perf_counter()
     for i, nb in enumerate(selected, 1):
         tag = f"[{i}/{len(selected)}] {nb.stem}"
         log(f"{tag} ...")
-        message, info, seconds = _execute(nb, plan[nb], paths, nb_dir, summary)
+        with ProgressWatcher(progress_file, log, every=PROGRESS_EVERY):
+            message, info, seconds = _execute(nb, plan[nb], paths, nb_dir, summary)
         if message is not None:
             summary.update(status="failed", failed=message, total_seconds=round(time.perf_counter() - t_run, 1))
             write_json(paths.summary_file, summary)

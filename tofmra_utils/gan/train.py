@@ -39,6 +39,7 @@ from ..io import DataError, atomic_path
 from ..patchset import PatchSet
 from ..batches import BatchStream
 from ..profiles import GAN_NAMES, GanSettings, Profile
+from ..progress import report as report_progress
 from ..resumable import ResumableUnit, array_digest
 from ..seeding import default_device, get_rng_state, set_determinism, set_rng_state
 from .augment import AugmentedCritic
@@ -376,6 +377,7 @@ def _train_steps(gan: _Gan, data: torch.Tensor, profile: Profile, unit: Resumabl
             )
         bar.update(1)
         bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", refresh=False)
+        report_progress(gan.name, step, total_steps)
         if step % profile.gan.sample_every == 0 or step == total_steps:
             fraction = save_sample_grid(gan.sampler, gan.fixed_noise, unit.folder / SAMPLES_DIR / f"step_{step:06d}.png",
                                         threshold=profile.gan.label_threshold)

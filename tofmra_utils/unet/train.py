@@ -55,6 +55,7 @@ from ..conventions import dice, file_hash, normalization_stats, zscore
 from ..io import DataError, write_json
 from ..patchset import PatchSet
 from ..profiles import UnetConfig
+from ..progress import report as report_progress
 from ..resumable import ResumableUnit, array_digest
 from ..seeding import default_device, get_rng_state, set_rng_state
 from .model import UNet, check_patch_size
@@ -371,14 +372,15 @@ def train_unet(
                          "rng": get_rng_state(), "info": info, **run.state()})
         unit.write_history(run.frame())
 
-    _train_loop(model, optimizer, train, val, config, plan, run, save_state, progress, seed)
+    _train_loop(model, optimizer, train, val, config, plan, run, save_state, progress, seed, f"U-net {Path(out_dir).name}")
     if resumed is None and plan.total == 0:
         save_state()
     return _select_and_write(unit, model, train.patch_size, plan, run, extra_info)
 
 
 def _train_loop(model: UNet, optimizer: torch.optim.Optimizer, train: PatchSet, val: PatchSet | None,
-                config: UnetConfig, plan: _Plan, run: _Progress, save_state: Any, progress: bool, seed: int = 0) -> None:
+                config: UnetConfig, plan: _Plan, run: _Progress, save_state: Any, progress: bool, seed: int = 0,
+                stage: str = "U-net") -> None:
     """Steps until ``plan.total``: :func:`~tofmra_utils.unet.step.unet_step`, validation, checkpoints."""
     x_train = _zscore(train.image, plan.mean, plan.std)
     y_train = torch.from_numpy(train.label.astype(np.float32)).unsqueeze(1)
@@ -398,6 +400,7 @@ def _train_loop(model: UNet, optimizer: torch.optim.Optimizer, train: PatchSet, 
             run.seconds += time.perf_counter() - started
             bar.update(1)
             bar.set_postfix(loss=f"{run.history['train_loss'][-1]:.3f}")
+            report_progress(stage, run.step, plan.total)
             if due:
                 save_state()
     finally:
