@@ -116,8 +116,10 @@ def test_training_with_every_aid_resumes_exactly_and_generates_from_the_average(
     data = gan_patches()
     full = train_gan("wgan_gp", data, profile, tmp_path / "full", device="cpu", seed=2, progress=False)
     part = train_gan("wgan_gp", data, profile, tmp_path / "part", device="cpu", seed=2, progress=False, stop_after_steps=4)
+    assert part.steps == 4 and not part.finished
     torch.manual_seed(7)
     rest = train_gan("wgan_gp", data, profile, tmp_path / "part", device="cpu", seed=2, progress=False)
+    assert sorted(list_snapshots(rest.out_dir)) == [3, 6], "snapshots before and after the interruption"
     a, b = load_checkpoint(full.checkpoint), load_checkpoint(rest.checkpoint)
     for k, v in a["generator_ema"]["model"].items():
         assert torch.equal(v, b["generator_ema"]["model"][k]), k

@@ -17,7 +17,7 @@ from tofmra_utils.gan.quality import compare_sets, pair_statistics
 from tofmra_utils.gan.train import gan_tensor, train_gan
 from tofmra_utils.io import DataError
 from tofmra_utils.patchset import KIND_SYNTHETIC, PatchSet
-from tofmra_utils.profiles import GAN_NAMES, get_profile
+from tofmra_utils.profiles import GAN_NAMES
 
 from builders import SUBJECTS, gan_patches, gan_profile
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tofmra_utils.cli import main
-from tofmra_utils.io import DataError, save_volume
+from tofmra_utils.io import DataError
 from tofmra_utils.conventions import normalize_patch
 from tofmra_utils.data import (
     SiteDataset,
