@@ -186,3 +186,39 @@ def test_step_floor_and_label_monitor(capsys):
     assert [s for s, _ in monitor.alerts] == [30, 50, 60]
     monitor.check(70, 0.03)
     assert monitor.recovered_at == 70
+
+
+# ----------------------------------------------------------------------------- the study's code (paper profile)
+def test_the_study_code_options_train_and_generate(tmp_path):
+    from torch import nn
+
+    from tofmra_utils.gan.losses import DcganLoss
+    from tofmra_utils.gan.models import build_gan
+    from tofmra_utils.profiles import get_profile
+
+    paper = get_profile("paper").gan
+    assert (paper.dcgan_targets, paper.dcgan_generator_loss, paper.norm_init, paper.sn_last_layer,
+            paper.generate_mode) == ("noisy_two_sided", "fm_l1", "study", False, "train")
+    profile = _aided(dcgan_targets="noisy_two_sided", dcgan_generator_loss="fm_l1", norm_init="study",
+                     sn_last_layer=False, generate_mode="train", snapshots=1)
+    generator, critic = build_gan("wgan_gp_sn", profile)
+    assert not hasattr(critic.head, "parametrizations") and hasattr(critic.features[0], "parametrizations")
+    scales = torch.cat([m.weight.detach() for m in generator.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert abs(float(scales.mean())) < 0.1, "norm scales drawn around 0, as the study's weights_init"
+    loss = DcganLoss(noisy_targets=True, generator_loss_kind="fm_l1")
+    d_critic = build_gan("dcgan", profile)[1]
+    real, fake = torch.rand(8, 2, 16, 16) * 2 - 1, torch.rand(8, 2, 16, 16, requires_grad=True) * 2 - 1
+    rng = torch.Generator().manual_seed(0)
+    targets = loss._targets(torch.zeros(1000), 0.7, 1.2, 0.9, rng)
+    assert 0.7 <= float(targets.min()) and float(targets.max()) <= 1.2 and float(targets.std()) > 0.1
+    g_loss, stats = loss.generator_loss(d_critic, fake, real)
+    assert set(stats) == {"feature_matching", "g_loss"} and g_loss.requires_grad
+    result = train_gan("dcgan", gan_patches(), profile, tmp_path / "g", device="cpu", seed=0, progress=False)
+    assert np.isfinite(result.history[["d_loss", "g_loss"]].to_numpy()).all()
+    out = generate_from_checkpoint(result.checkpoint, n=12, out_dir=tmp_path / "syn", batch_size=6)
+    assert read_json(out.parent / "datasheet.json")["generate_mode"] == "train"
+    g, info = load_generator(result.checkpoint, device="cpu")
+    eval_pairs = generate_pairs(g, 12, seed=1, threshold=0.5)[0]
+    train_pairs = generate_pairs(g, 12, seed=1, threshold=0.5, batch_statistics=True, batch_size=6)[0]
+    other_batch = generate_pairs(g, 12, seed=1, threshold=0.5, batch_statistics=True, batch_size=4)[0]
+    assert not np.allclose(eval_pairs, train_pairs) and not np.allclose(train_pairs, other_batch)

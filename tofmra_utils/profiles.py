@@ -188,6 +188,23 @@ class GanConfig:
         With ``"match_real"``: the scales of the real vessel fraction to try. One scale is used
         as it is; with several, the snapshot score on real validation patches picks one
         (:mod:`tofmra_utils.gan.selection`). ``(1.0,)``: the real fraction itself.
+    dcgan_targets
+        DCGAN discriminator targets: ``"one_sided"`` (real 0.9, fake 0) or ``"noisy_two_sided"``
+        (the study's code: real U(0.7, 1.2), fake U(0, 0.3), drawn per sample and step).
+    dcgan_generator_loss
+        ``"bce_fm"``: non-saturating BCE plus feature matching of batch means (this project's);
+        ``"fm_l1"``: feature matching only, the L1 distance per sample between the
+        discriminator's last conv features of a real and a fake sample, divided by 100 (the
+        study's code).
+    norm_init
+        Initial scales of batch/layer norm: ``"dcgan"`` N(1, s) or ``"study"`` N(0, s) (the
+        study's ``weights_init``), s = ``init_std``.
+    sn_last_layer
+        Spectral norm on the WGAN-GP-SN critic's last (linear) layer too; the study's code
+        leaves it off (``False``).
+    generate_mode
+        ``"eval"``: generate with batch norm's running statistics (this project's);
+        ``"train"``: with each generation batch's own statistics, as the study's code did.
     """
 
     generator_channels: tuple[int, ...]
@@ -205,8 +222,18 @@ class GanConfig:
     snapshots: int = 1
     label_threshold_rule: str = "fixed"
     label_fraction_scales: tuple[float, ...] = (1.0,)
+    dcgan_targets: str = "one_sided"
+    dcgan_generator_loss: str = "bce_fm"
+    norm_init: str = "dcgan"
+    sn_last_layer: bool = True
+    generate_mode: str = "eval"
 
     def __post_init__(self) -> None:
+        choices = {"dcgan_targets": ("one_sided", "noisy_two_sided"), "dcgan_generator_loss": ("bce_fm", "fm_l1"),
+                   "norm_init": ("dcgan", "study"), "generate_mode": ("eval", "train")}
+        for field, allowed in choices.items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"{field} must be one of {allowed}, got {getattr(self, field)!r}")
         if not self.label_fraction_scales or any(s <= 0 for s in self.label_fraction_scales):
             raise ValueError(f"label_fraction_scales must be positive numbers, got {self.label_fraction_scales}")
         if self.image_scaling not in ("per_patch", "clip"):
@@ -477,6 +504,10 @@ PAPER = Profile(
         generator_channels=(1536, 768, 384, 192, 96),
         variants=_study_gan_settings(dcgan_epochs=300, wgan_epochs=200, dcgan_batch=250, wgan_batch=300),
         n_synthetic=41000,
+        # The study's code (REFERENCE.md): noisy two-sided DCGAN targets, feature-matching-only generator
+        # loss, norm scales N(0, s), no spectral norm on the critic's last layer, generation with batch statistics.
+        dcgan_targets="noisy_two_sided", dcgan_generator_loss="fm_l1", norm_init="study", sn_last_layer=False,
+        generate_mode="train",
         sample_every=500,
         checkpoint_every=1000,
     ),

@@ -117,6 +117,7 @@ def load_generator(
         "label_threshold_rule": str(state.get("label_threshold_rule", "fixed")),
         "image_scaling": str(state.get("image_scaling", "clip")),
         "real_vessel_fraction": state.get("real_vessel_fraction"),
+        "generate_mode": str(state.get("generate_mode", "eval")),
         "z_dim": int(args["z_dim"]),
         "weights": "ema" if use_ema else "final",
         "snapshot": Path(snapshot).name if snapshot is not None else None,
@@ -169,8 +170,9 @@ def generate_pairs(
     device: torch.device | str | None = None,
     batch_size: int = 500,
     image_scaling: str = "per_patch",
+    batch_statistics: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` image/label pairs from ``generator`` (eval mode, reproducible by ``seed``).
+    """``n`` image/label pairs from ``generator`` (reproducible by ``seed``).
 
     Parameters
     ----------
@@ -191,6 +193,9 @@ def generate_pairs(
     image_scaling
         ``"per_patch"`` (min-max per patch, as real patches) or ``"clip"``
         (:func:`scale_generated_images`).
+    batch_statistics
+        Normalize with each generation batch's own batch-norm statistics (train mode, the
+        study's code; pairs then depend on ``batch_size``) instead of the running ones (eval).
 
     Returns
     -------
@@ -204,7 +209,7 @@ def generate_pairs(
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold}")
     images, labels = [], []
-    for out in _generate(generator, n, z_dim, seed, device, batch_size):
+    for out in _generate(generator, n, z_dim, seed, device, batch_size, batch_statistics):
         images.append(scale_generated_images(out[:, 0].numpy(), image_scaling))
         labels.append(decode_label(out[:, 1], threshold).to(torch.uint8).numpy())
     return np.concatenate(images).astype(np.float32), np.concatenate(labels)
@@ -213,20 +218,22 @@ def generate_pairs(
 @torch.no_grad()
 def generated_label_channel(
     generator: Generator, n: int, z_dim: int | None = None, seed: int = 0, device: torch.device | str | None = None,
-    batch_size: int = 500,
+    batch_size: int = 500, batch_statistics: bool = False,
 ) -> np.ndarray:
     """The raw label channel (n, P, P) in [-1, 1] of ``n`` generated pairs (for threshold reports)."""
-    return np.concatenate([out[:, 1].numpy() for out in _generate(generator, n, z_dim, seed, device, batch_size)])
+    return np.concatenate([out[:, 1].numpy()
+                           for out in _generate(generator, n, z_dim, seed, device, batch_size, batch_statistics)])
 
 
-def _generate(generator: Generator, n: int, z_dim: int | None, seed: int, device: Any, batch_size: int):
+def _generate(generator: Generator, n: int, z_dim: int | None, seed: int, device: Any, batch_size: int,
+              batch_statistics: bool = False):
     """Yield the generator's raw output, (b, 2, P, P) float32 CPU tensors, for ``n`` seeded latents."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     z_dim = int(z_dim or generator.z_dim)
     device = torch.device(device) if device is not None else next(generator.parameters()).device
     was_training = generator.training
-    generator.to(device).eval()
+    generator.to(device).train(batch_statistics)
     rng = torch.Generator().manual_seed(int(seed))
     try:
         for start in range(0, n, batch_size):
@@ -307,7 +314,8 @@ def generate_from_checkpoint(
         real_fraction = float(info["real_vessel_fraction"])
     report: dict[str, Any] = {}
     if real_fraction is not None and 0.0 < real_fraction < 1.0:
-        channel = generated_label_channel(generator, 2000, info["z_dim"], seed=seed + 1, batch_size=batch_size)
+        channel = generated_label_channel(generator, 2000, info["z_dim"], seed=seed + 1, batch_size=batch_size,
+                                          batch_statistics=info["generate_mode"] == "train")
         matched = matching_threshold(channel, real_fraction)
         scaled = matching_threshold(channel, min(real_fraction * label_fraction_scale, 0.99))
         report = {
@@ -328,7 +336,7 @@ def generate_from_checkpoint(
             threshold = info["label_threshold"]
     threshold = float(threshold)
     image, label = generate_pairs(generator, n, info["z_dim"], seed=seed, threshold=threshold, batch_size=batch_size,
-                                  image_scaling=info["image_scaling"])
+                                  image_scaling=info["image_scaling"], batch_statistics=info["generate_mode"] == "train")
     out_dir = Path(out_dir)
     provenance = {
         "source": "gan",
@@ -359,6 +367,7 @@ def generate_from_checkpoint(
         "label_rule": "vessel where (label_channel + 1) / 2 > threshold",
         "image_range": [-1.0, 1.0],
         "image_scaling": info["image_scaling"],
+        "generate_mode": info["generate_mode"],
         "weights": info["weights"],
         "snapshot": info["snapshot"],
         "selection": selection,

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..profiles import GanSettings
+from ..profiles import GanConfig, GanSettings
 
 __all__ = ["gradient_penalty", "DcganLoss", "WassersteinGpLoss", "GanLoss", "loss_for"]
 
@@ -80,6 +80,13 @@ class DcganLoss:
     real_target
         One-sided label smoothing: real samples get target 0.9 instead of 1 (fakes keep 0), so
         the discriminator does not become over-confident and keeps giving useful gradients.
+    noisy_targets
+        The study's code instead: real targets U(0.7, 1.2), fake targets U(0, 0.3), drawn per
+        sample and step from ``rng`` (``GanConfig.dcgan_targets = "noisy_two_sided"``).
+    generator_loss_kind
+        ``"bce_fm"`` (below) or ``"fm_l1"``, the study's code: feature matching only, the L1
+        distance per sample between the last conv features of a real and a fake sample,
+        averaged over the batch and divided by 100.
     feature_matching_weight
         Weight of feature matching in the generator loss: the squared distance between the batch
         means of the discriminator's last conv features on real and on fake samples (averaged
@@ -88,14 +95,26 @@ class DcganLoss:
 
     real_target: float = 0.9
     feature_matching_weight: float = 1.0
+    noisy_targets: bool = False
+    generator_loss_kind: str = "bce_fm"
+
+    def _targets(self, logits: torch.Tensor, low: float, high: float, fixed: float,
+                 rng: torch.Generator | None) -> torch.Tensor:
+        if not self.noisy_targets:
+            return torch.full_like(logits, fixed)
+        u = torch.rand(logits.shape, generator=rng, device=rng.device if rng is not None else logits.device)
+        return (low + (high - low) * u).to(logits.device, logits.dtype)
 
     def critic_loss(
         self, critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, rng: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         logit_real = critic(real)
         logit_fake = critic(fake.detach())
-        loss_real = F.binary_cross_entropy_with_logits(logit_real, torch.full_like(logit_real, self.real_target))
-        loss_fake = F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake))
+        # The study's code: noisy two-sided targets, real U(0.7, 1.2) and fake U(0, 0.3).
+        real_targets = self._targets(logit_real, 0.7, 1.2, self.real_target, rng)
+        fake_targets = self._targets(logit_fake, 0.0, 0.3, 0.0, rng)
+        loss_real = F.binary_cross_entropy_with_logits(logit_real, real_targets)
+        loss_fake = F.binary_cross_entropy_with_logits(logit_fake, fake_targets)
         loss = loss_real + loss_fake
         stats = {
             "d_loss": float(loss.detach()),
@@ -108,6 +127,13 @@ class DcganLoss:
         self, critic: nn.Module, fake: torch.Tensor, real: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         logit_fake, feat_fake = critic(fake, return_features=True)
+        if self.generator_loss_kind == "fm_l1":  # the study's code: feature matching only
+            if real is None:
+                raise ValueError("feature matching needs the real batch")
+            with torch.no_grad():
+                _, feat_real = critic(real, return_features=True)
+            matching = (feat_real - feat_fake).abs().sum(dim=1).mean() / 100.0
+            return matching, {"feature_matching": float(matching.detach()), "g_loss": float(matching.detach())}
         # Non-saturating loss: maximize log D(G(z)) rather than minimize log(1 - D(G(z))).
         adversarial = F.binary_cross_entropy_with_logits(logit_fake, torch.ones_like(logit_fake))
         loss = adversarial
@@ -159,10 +185,12 @@ class WassersteinGpLoss:
 GanLoss = DcganLoss | WassersteinGpLoss
 
 
-def loss_for(name: str, settings: GanSettings) -> GanLoss:
-    """The loss object of GAN ``name``: BCE for ``dcgan``, Wasserstein-GP for the others."""
+def loss_for(name: str, settings: GanSettings, gan: GanConfig | None = None) -> GanLoss:
+    """The loss object of GAN ``name``: BCE for ``dcgan`` (its variant from ``gan``), Wasserstein-GP for the others."""
     if name == "dcgan":
-        return DcganLoss()
+        if gan is None:
+            return DcganLoss()
+        return DcganLoss(noisy_targets=gan.dcgan_targets == "noisy_two_sided", generator_loss_kind=gan.dcgan_generator_loss)
     if name in ("wgan_gp", "wgan_gp_sn"):
         return WassersteinGpLoss(gp_weight=settings.gp_weight)
     raise ValueError(f"unknown GAN {name!r}")

@@ -27,9 +27,12 @@ profiles use both, the paper profile keeps the study's layers.
 The course profile ``C = (64, 32, 16)`` at 32 px starts from 4x4; the paper profile
 ``C = (1536, 768, 384, 192, 96)`` at 96 px from 3x3, as in the study.
 
-Initialization follows the study's code: conv/linear weights N(0, s), biases 0; batch-norm and
-layer-norm scales N(1, s), shifts 0 (the DCGAN convention), with s = ``profile.gan.init_std``
-(the study: 0.05; the CPU profiles: 0.02, see :class:`~tofmra_utils.profiles.GanConfig`).
+Initialization: conv/linear weights N(0, s), biases 0, as the study's code; batch-norm and
+layer-norm scales N(1, s), shifts 0 (the DCGAN convention; the study's ``weights_init`` draws the
+scales N(0, s) too: ``GanConfig.norm_init = "study"``, the paper profile), with
+s = ``profile.gan.init_std`` (the study: 0.05; the CPU profiles: 0.02, see
+:class:`~tofmra_utils.profiles.GanConfig`). The study's code also leaves spectral norm off the
+WGAN-GP-SN critic's last layer (``GanConfig.sn_last_layer = False``).
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ __all__ = [
 #: Standard deviation of the study's normal weight initialization.
 INIT_STD = 0.05
 
+#: Mean of the initial norm scales per ``GanConfig.norm_init``.
+_NORM_SCALE_MEAN = {"dcgan": 1.0, "study": 0.0}
+
 #: Critic normalization per GAN (see the module docstring).
 CRITIC_NORM = {"dcgan": "batch", "wgan_gp": "layer", "wgan_gp_sn": "none"}
 
@@ -83,8 +89,12 @@ def base_size(patch_size: int, channels: Sequence[int]) -> int:
     return base
 
 
-def init_weights(module: nn.Module, std: float = INIT_STD) -> None:
-    """The study's init: conv/linear weights N(0, std), biases 0, norm scales N(1, std)."""
+def init_weights(module: nn.Module, std: float = INIT_STD, norm_scale_mean: float = 1.0) -> None:
+    """Conv/linear weights N(0, std), biases 0, norm scales N(``norm_scale_mean``, std), shifts 0.
+
+    ``norm_scale_mean=1`` is the DCGAN convention (each norm layer starts near the identity);
+    the study's ``weights_init`` draws the scales N(0, std) (``norm_scale_mean=0``).
+    """
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             # With spectral norm the trainable tensor is parametrizations.weight.original.
@@ -93,7 +103,7 @@ def init_weights(module: nn.Module, std: float = INIT_STD) -> None:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)) and m.weight is not None:
-            nn.init.normal_(m.weight, 1.0, std)
+            nn.init.normal_(m.weight, norm_scale_mean, std)
             nn.init.zeros_(m.bias)
         elif isinstance(m, MinibatchDiscrimination):
             nn.init.normal_(m.T, 0.0, std)
@@ -148,7 +158,7 @@ class Generator(nn.Module):
 
     def __init__(
         self, z_dim: int, channels: Sequence[int], patch_size: int, out_channels: int = 2, init_std: float = INIT_STD,
-        upsampling: str = "transposed5",
+        upsampling: str = "transposed5", norm_scale_mean: float = 1.0,
     ) -> None:
         super().__init__()
         self.upsampling = str(upsampling)
@@ -169,7 +179,7 @@ class Generator(nn.Module):
             blocks += [_up(c_in, c_out, self.upsampling), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
         blocks += [_up(self.channels[-1], self.out_channels, self.upsampling), nn.Tanh()]
         self.upsample = nn.Sequential(*blocks)
-        init_weights(self, init_std)
+        init_weights(self, init_std, norm_scale_mean)
 
     def constructor_args(self) -> dict[str, Any]:
         """What :func:`Generator(**args)` needs to rebuild this network (stored in checkpoints)."""
@@ -233,6 +243,10 @@ class Critic(nn.Module):
         Spread of the normal weight initialization (the study: 0.05).
     kernel_size
         Kernel of the strided convolutions, one of :data:`CRITIC_KERNELS` (the study: 5).
+    norm_scale_mean
+        Mean of the initial norm scales (:func:`init_weights`).
+    spectral_last
+        With ``spectral``, normalize the final linear layer too (the study's code does not).
 
     Notes
     -----
@@ -250,6 +264,8 @@ class Critic(nn.Module):
         in_channels: int = 2,
         init_std: float = INIT_STD,
         kernel_size: int = 5,
+        norm_scale_mean: float = 1.0,
+        spectral_last: bool = True,
     ) -> None:
         super().__init__()
         if norm not in ("batch", "layer", "none"):
@@ -272,11 +288,11 @@ class Critic(nn.Module):
         self.minibatch = MinibatchDiscrimination(n_features, minibatch_kernels) if minibatch_kernels else None
         head_in = n_features + (minibatch_kernels if minibatch_kernels else 0)
         self.head = nn.Linear(head_in, 1)
-        init_weights(self, init_std)
+        init_weights(self, init_std, norm_scale_mean)
         if self.spectral:
             # After the init, so the power iteration starts from the weights actually trained.
             for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                if isinstance(m, nn.Conv2d) or (m is self.head and spectral_last):
                     spectral_norm(m)
 
     def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -295,7 +311,7 @@ def build_generator(name: str, profile: Profile) -> Generator:
     settings = profile.gan.variants[_check_name(name)]
     return Generator(
         settings.z_dim, profile.gan.generator_channels, profile.data.patch_size, init_std=profile.gan.init_std,
-        upsampling=profile.gan.upsampling,
+        upsampling=profile.gan.upsampling, norm_scale_mean=_NORM_SCALE_MEAN[profile.gan.norm_init],
     )
 
 
@@ -310,6 +326,8 @@ def build_critic(name: str, profile: Profile, minibatch_kernels: int = 50) -> Cr
         minibatch_kernels=minibatch_kernels if name == "dcgan" else 0,
         init_std=profile.gan.init_std,
         kernel_size=profile.gan.critic_kernel,
+        norm_scale_mean=_NORM_SCALE_MEAN[profile.gan.norm_init],
+        spectral_last=profile.gan.sn_last_layer,
     )
 
 

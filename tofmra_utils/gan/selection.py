@@ -129,11 +129,13 @@ def select_snapshot(
     def score(path: Path | None, scale: float) -> float:
         generator, info = load_generator(checkpoint, device=device, snapshot=path)
         threshold = info["label_threshold"]
+        batch_statistics = info["generate_mode"] == "train"
         if info["label_threshold_rule"] == "match_real":
-            channel = generated_label_channel(generator, probe.n_pairs, info["z_dim"], seed=seed + 1)
+            channel = generated_label_channel(generator, probe.n_pairs, info["z_dim"], seed=seed + 1,
+                                              batch_statistics=batch_statistics)
             threshold = matching_threshold(channel, min(real_fraction * scale, 0.99))
         image, label = generate_pairs(generator, probe.n_pairs, info["z_dim"], seed=seed, threshold=threshold,
-                                      image_scaling=info["image_scaling"])
+                                      image_scaling=info["image_scaling"], batch_statistics=batch_statistics)
         return round(tstr_score(image, label, val, probe, seed=seed, device=device), 4)
 
     scales = tuple(float(s) for s in fraction_scales)

@@ -179,7 +179,7 @@ class _Gan:
         ema = GeneratorEma(generator, profile.gan.ema_decay) if profile.gan.ema_decay else None
         return cls(
             name=name, settings=settings, generator=generator.to(device), critic=critic.to(device),
-            loss=loss_for(name, settings),
+            loss=loss_for(name, settings, profile.gan),
             opt_g=torch.optim.Adam(generator.parameters(), lr=settings.lr, betas=betas),
             opt_d=torch.optim.Adam(critic.parameters(), lr=settings.lr, betas=betas),
             stream=BatchStream(n_train, batch_size, torch.Generator().manual_seed(seed)),
@@ -242,6 +242,10 @@ def _run_settings(name: str, train: PatchSet, profile: Profile, batch_size: int,
         "generator_channels": list(profile.gan.generator_channels), "init_std": profile.gan.init_std,
         "ema_decay": profile.gan.ema_decay, "diffaug": list(profile.gan.diffaug),
         "upsampling": profile.gan.upsampling, "critic_kernel": profile.gan.critic_kernel,
+        **({"study_code": [profile.gan.dcgan_targets, profile.gan.dcgan_generator_loss, profile.gan.norm_init,
+                           profile.gan.sn_last_layer]}
+           if (profile.gan.dcgan_targets, profile.gan.dcgan_generator_loss, profile.gan.norm_init, profile.gan.sn_last_layer)
+           != ("one_sided", "bce_fm", "dcgan", True) else {}),
         "patch_size": profile.data.patch_size, "n_train": len(train), "train": array_digest(train.image, train.label),
     }
 
@@ -319,6 +323,7 @@ def train_gan(
             "seed": seed, "settings": dataclasses.asdict(gan.settings),
             "label_threshold": float(profile.gan.label_threshold), "label_threshold_rule": profile.gan.label_threshold_rule,
             "image_scaling": profile.gan.image_scaling, "real_vessel_fraction": float((train.label > 0).mean()),
+            "generate_mode": profile.gan.generate_mode,
             "step": at_step, "total_steps": total_steps,
             "history": _columns_from_rows(history), "seconds": seconds_before + time.perf_counter() - started, **gan.state(),
         })
