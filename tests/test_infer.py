@@ -232,7 +232,7 @@ def test_evaluate_subjects(trained):
         vols[f"sub-{i}"] = (image, label, mask)
     ds = TinyDataset(vols)
     table = evaluate_subjects(trained.model, trained.info, ds, split="test")
-    assert isinstance(table, pd.DataFrame) and list(table.columns) == ["subject", "dsc", "hd95_mm", "hd95_study"]
+    assert isinstance(table, pd.DataFrame) and list(table.columns) == ["subject", "dsc", "hd95_mm", "hd95_study", "hd95_tool"]
     assert list(table["subject"]) == ["sub-0", "sub-1"]
     image, label, mask = vols["sub-1"]
     prob = predict_volume(trained.model, trained.info, image, mask, PATCH)
@@ -240,5 +240,10 @@ def test_evaluate_subjects(trained):
     row = table.iloc[1]
     for key, value in expected.items():
         assert row[key] == pytest.approx(value, nan_ok=True)
+    from tofmra_utils.metrics import hd_quantile_tool_emulation
+
+    tool = hd_quantile_tool_emulation(prob >= 0.5, label > 0, seed=0)
+    assert row["hd95_tool"] == pytest.approx(tool, nan_ok=True)
+    assert np.isnan(tool) or tool >= row["hd95_study"] - 1e-9, "the tool's search never goes below the exact value"
     with pytest.raises(DataError, match="no subjects"):
         evaluate_subjects(trained.model, trained.info, ds, split="val")

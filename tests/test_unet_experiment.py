@@ -76,7 +76,7 @@ def test_summary_table_and_ranking():
     assert real["DSC"] == "0.850 ± 0.071" and real["dsc_mean"] == pytest.approx(0.85)
     assert real["study DSC"] == 0.89 and real["study 95HD (tool units)"] == 26.57
     assert np.isnan(summary.iloc[1]["study DSC"])
-    assert real["95HD (voxels, study variant)"] == "5.00 ± 0.00" and real["hd95_nan"] == 0
+    assert real["95HD (voxels, exact: lower bound of the tool's value)"] == "5.00 ± 0.00" and real["hd95_nan"] == 0
     sentence = ranking_sentence(summary)
     assert sentence.startswith("Ranking by mean test DSC: real (0.850), WGAN-GP-SN (0.750), WGAN-GP (0.650), DCGAN (0.550).")
     assert "0.100 DSC below" in sentence and "matches the study's" in sentence

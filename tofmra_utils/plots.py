@@ -302,7 +302,8 @@ def transfer_curves(
     labels
         metric -> axis label.
     """
-    labels = {"dsc": "DSC", "hd95_mm": "95HD (mm)", "hd95_study": "95HD (voxels, study variant)", **(labels or {})}
+    labels = {"dsc": "DSC", "hd95_mm": "95HD (mm)", "hd95_study": "95HD (voxels, exact)",
+              "hd95_tool": "95HD (voxels, tool emulation)", **(labels or {})}
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for (arm, ft), grp in summary.groupby(["arm", "finetune"], sort=False):
@@ -399,7 +400,8 @@ def metric_boxplots(
     order
         Group order on the x axis (default: order of first appearance).
     """
-    labels = {"dsc": "DSC", "hd95_mm": "95HD (mm)", "hd95_study": "95HD (voxels, study variant)", **(labels or {})}
+    labels = {"dsc": "DSC", "hd95_mm": "95HD (mm)", "hd95_study": "95HD (voxels, exact)",
+              "hd95_tool": "95HD (voxels, tool emulation)", **(labels or {})}
     groups = list(order) if order is not None else list(dict.fromkeys(table[by]))
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):

@@ -366,7 +366,7 @@ _EVALUATION: tuple[_Rule, ...] = (
           "REFERENCE.md asks for the standard definition as default. The tool's early stop is random and biases "
           "its value upwards, so an exact computation (`hd95_study`) is a lower bound of what the tool reports "
           "for the same masks: the study's numbers are comparable only roughly.",
-          switch="the column '95HD (voxels, study variant)'; `tofmra evaluate --json` prints both"),
+          switch="notebook 05's columns '95HD (voxels, tool emulation)' and '95HD (voxels, exact: lower bound of the tool's value)'; `tofmra evaluate --json` prints the exact one"),
 )
 
 
