@@ -110,7 +110,7 @@ def load_generator(
     info = {
         "gan": state.get("gan", "unknown"),
         "profile": state.get("profile", "unknown"),
-        "step": int(state.get("step", -1)),
+        "step": step,
         "total_steps": int(state.get("total_steps", -1)),
         "seed": state.get("seed"),
         "label_threshold": float(state.get("label_threshold", DEFAULT_THRESHOLD)),
@@ -122,7 +122,6 @@ def load_generator(
         "weights": "ema" if use_ema else "final",
         "snapshot": Path(snapshot).name if snapshot is not None else None,
     }
-    info["step"] = step
     return generator, info
 
 
@@ -139,8 +138,8 @@ def scale_generated_images(image: np.ndarray, scaling: str = "per_patch") -> np.
     raise ValueError(f"unknown image scaling {scaling!r}: choose one of {', '.join(IMAGE_SCALINGS)}")
 
 
-def matching_threshold(label_channel: np.ndarray, real_fraction: float) -> float:
-    """The threshold at which the generated vessel fraction equals ``real_fraction``.
+def matching_threshold(label_channel: np.ndarray, real_fraction: float, scale: float = 1.0) -> float:
+    """The threshold at which the generated vessel fraction equals ``scale * real_fraction``.
 
     Parameters
     ----------
@@ -148,16 +147,20 @@ def matching_threshold(label_channel: np.ndarray, real_fraction: float) -> float
         Generated label channel, any shape, in [-1, 1].
     real_fraction
         Vessel fraction of the real training labels, in (0, 1).
+    scale
+        Multiple of the real fraction to match (``GanConfig.label_fraction_scales``); the
+        target fraction is capped at 0.99.
 
     Returns
     -------
     float in (0, 1) on the [0, 1] scale of :func:`~tofmra_utils.conventions.decode_label`:
-    the ``1 - real_fraction`` quantile of ``(label_channel + 1) / 2``, kept inside [0.01, 0.99].
+    the ``1 - target`` quantile of ``(label_channel + 1) / 2``, kept inside [0.01, 0.99].
     """
     if not 0.0 < real_fraction < 1.0:
         raise ValueError(f"real_fraction must lie strictly between 0 and 1, got {real_fraction}")
+    target = min(real_fraction * scale, 0.99)
     prob = (np.asarray(label_channel, np.float64).ravel() + 1.0) / 2.0
-    return float(np.clip(np.quantile(prob, 1.0 - real_fraction), 0.01, 0.99))
+    return float(np.clip(np.quantile(prob, 1.0 - target), 0.01, 0.99))
 
 
 @torch.no_grad()
@@ -317,7 +320,7 @@ def generate_from_checkpoint(
         channel = generated_label_channel(generator, 2000, info["z_dim"], seed=seed + 1, batch_size=batch_size,
                                           batch_statistics=info["generate_mode"] == "train")
         matched = matching_threshold(channel, real_fraction)
-        scaled = matching_threshold(channel, min(real_fraction * label_fraction_scale, 0.99))
+        scaled = matching_threshold(channel, real_fraction, label_fraction_scale)
         report = {
             "real_vessel_fraction": round(float(real_fraction), 5),
             "threshold_matching_real": round(matched, 4),

@@ -100,8 +100,8 @@ def tstr_score(
 
 
 def select_snapshot(
-    checkpoint: str | os.PathLike[str], val: PatchSet, real_fraction: float, probe: ProbeSettings = ProbeSettings(),
-    seed: int = 0, device: Any = None, fraction_scales: tuple[float, ...] = (1.0,),
+    checkpoint: str | os.PathLike[str], val: PatchSet, real_fraction: float | None = None,
+    probe: ProbeSettings = ProbeSettings(), seed: int = 0, device: Any = None, fraction_scales: tuple[float, ...] = (1.0,),
 ) -> dict[str, Any]:
     """Score the snapshots of a GAN run, then the label fractions, with :func:`tstr_score`.
 
@@ -111,6 +111,7 @@ def select_snapshot(
     the best snapshot wins (ties: the later). With ``"match_real"`` and further scales, the
     chosen snapshot (or the final weights when the run kept no snapshots) is scored at each
     scale of the real fraction and the best scale wins (ties: the one nearest 1).
+    ``real_fraction`` defaults to the one the checkpoint stored at training.
 
     Returns
     -------
@@ -121,24 +122,27 @@ def select_snapshot(
     """
     started = time.perf_counter()
     snapshots = list_snapshots(Path(checkpoint).parent)
-    if len(fraction_scales) > 1 and not snapshots:
-        pass  # the scales are still scored, on the final weights
-    elif not snapshots:
-        return {"snapshot": None, "step": None, "score": None, "scores": {}, "label_fraction_scale": float(fraction_scales[0]),
+    scales = tuple(float(s) for s in fraction_scales)
+    if not snapshots and len(scales) == 1:  # nothing to choose
+        return {"snapshot": None, "step": None, "score": None, "scores": {}, "label_fraction_scale": scales[0],
                 "scale_scores": {}, "probe": asdict(probe), "measured_on": "real validation patches", "seconds": 0.0}
+    loaded: dict[Path | None, tuple[Any, dict[str, Any]]] = {}  # one checkpoint read per candidate
+
     def score(path: Path | None, scale: float) -> float:
-        generator, info = load_generator(checkpoint, device=device, snapshot=path)
+        if path not in loaded:
+            loaded[path] = load_generator(checkpoint, device=device, snapshot=path)
+        generator, info = loaded[path]
+        fraction = info["real_vessel_fraction"] if real_fraction is None else real_fraction
         threshold = info["label_threshold"]
         batch_statistics = info["generate_mode"] == "train"
         if info["label_threshold_rule"] == "match_real":
             channel = generated_label_channel(generator, probe.n_pairs, info["z_dim"], seed=seed + 1,
                                               batch_statistics=batch_statistics)
-            threshold = matching_threshold(channel, min(real_fraction * scale, 0.99))
+            threshold = matching_threshold(channel, fraction, scale)
         image, label = generate_pairs(generator, probe.n_pairs, info["z_dim"], seed=seed, threshold=threshold,
                                       image_scaling=info["image_scaling"], batch_statistics=batch_statistics)
         return round(tstr_score(image, label, val, probe, seed=seed, device=device), 4)
 
-    scales = tuple(float(s) for s in fraction_scales)
     scores = {step: score(path, scales[0]) for step, path in snapshots.items()} if snapshots else {}
     best = max(scores, key=lambda s: (scores[s], s)) if scores else None  # ties: the later snapshot
     best_path = snapshots[best] if best is not None else None

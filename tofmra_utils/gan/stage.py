@@ -130,15 +130,13 @@ def synthetic_stage(ctx: Any, name: str, result: GanTrainResult) -> tuple[PatchS
     generates. The datasheet reports the label threshold used beside the one matching the real
     training vessel fraction.
     """
-    dataset = ctx.dataset("A")
-    real_fraction = float((dataset.patches("train").label > 0).mean())
-    selection = None
+    selection = None  # the real training vessel fraction comes from the checkpoint, stored at training
     gan = ctx.profile.gan
     scales = gan.label_fraction_scales if gan.label_threshold_rule == "match_real" else (1.0,)
     if gan.snapshots > 1 or len(scales) > 1:
         from .selection import select_snapshot
 
-        selection = select_snapshot(result.checkpoint, dataset.patches("val"), real_fraction, seed=ctx.seed,
+        selection = select_snapshot(result.checkpoint, ctx.dataset("A").patches("val"), seed=ctx.seed,
                                     device=ctx.device, fraction_scales=scales)
         print("Scores: Dice on the real validation patches of a small U-net trained briefly on each candidate's pairs")
         if selection["scores"]:
@@ -149,8 +147,7 @@ def synthetic_stage(ctx: Any, name: str, result: GanTrainResult) -> tuple[PatchS
                   + f" -> {selection['label_fraction_scale']}")
         print(f"  ({selection['seconds']:.0f} s)")
     file = generate_from_checkpoint(result.checkpoint, n=gan.n_synthetic, out_dir=ctx.paths.synthetic_dir(name),
-                                    seed=ctx.seed, real_fraction=real_fraction,
-                                    snapshot=selection["snapshot"] if selection else None, selection=selection,
+                                    seed=ctx.seed, snapshot=selection["snapshot"] if selection else None, selection=selection,
                                     label_fraction_scale=selection["label_fraction_scale"] if selection else scales[0])
     synthetic = PatchSet.load(file)
     datasheet = read_json(ctx.paths.datasheet_file(name))

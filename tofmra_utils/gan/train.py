@@ -314,6 +314,7 @@ def train_gan(
         gan.restore(state)
         step, seconds_before, history = int(state["step"]), float(state["seconds"]), _rows_from_columns(state["history"])
     steps_at_start = step
+    real_fraction = float((train.label > 0).mean())
 
     def save(at_step: int) -> None:
         unit.write_history(_history_frame(history))
@@ -322,13 +323,13 @@ def train_gan(
             "n_train": len(train), "batch_size": batch_size, "z_dim": gan.settings.z_dim, "profile": profile.name,
             "seed": seed, "settings": dataclasses.asdict(gan.settings),
             "label_threshold": float(profile.gan.label_threshold), "label_threshold_rule": profile.gan.label_threshold_rule,
-            "image_scaling": profile.gan.image_scaling, "real_vessel_fraction": float((train.label > 0).mean()),
+            "image_scaling": profile.gan.image_scaling, "real_vessel_fraction": real_fraction,
             "generate_mode": profile.gan.generate_mode,
             "step": at_step, "total_steps": total_steps,
             "history": _columns_from_rows(history), "seconds": seconds_before + time.perf_counter() - started, **gan.state(),
         })
 
-    monitor = LabelMonitor(real_fraction=float((train.label > 0).mean()), total_steps=total_steps, gan=name)
+    monitor = LabelMonitor(real_fraction=real_fraction, total_steps=total_steps, gan=name)
     step = _train_steps(gan, gan_tensor(train), profile, unit, history, step, stop_at, total_steps, save, progress,
                         monitor)
     if not unit.state_file.exists():  # nothing trained and nothing saved yet (stop_after_steps=0)
