@@ -124,3 +124,23 @@ def test_gap_diagnosis_names_the_causes_it_measures():
     # close to real, as in the study
     assert "within 0.05 DSC" in gap_diagnosis(*_tables(0.885, 0.86, syn_agree=0.6, syn_fraction=0.01, syn_inside=0.0))
     assert "0.100 DSC above" in gap_diagnosis(*_tables(0.60, 0.70, syn_agree=0.6, syn_fraction=0.01, syn_inside=0.0))
+
+
+def test_gan_costs_reads_what_notebooks_02_04_recorded(tmp_path):
+    from tofmra_utils.unet.experiment import gan_costs
+
+    class Ctx:
+        def recorded(self, notebook):
+            if notebook == "02_dcgan":
+                return {"generator_steps": 1000, "train_seconds": 130.6, "generated_from": "final", "generated_step": 750,
+                        "threshold": 0.1639, "threshold_rule": "match_real", "label_fraction_scale": 1.5}
+            if notebook == "03_wgan_gp":
+                return {"generator_steps": 625, "train_seconds": 210.9, "threshold": 0.8}
+            raise DataError(tmp_path / f"{notebook}.json", "file not found")
+
+    costs = gan_costs(Ctx())
+    assert list(costs.index) == ["dcgan", "wgan_gp"], "a GAN whose notebook recorded nothing is left out"
+    assert costs.loc["dcgan", "label threshold"] == "0.164 (match_real, 1.5x real fraction)"
+    assert costs.loc["wgan_gp", "label threshold"] == "0.800 (fixed)"
+    assert costs.loc["dcgan", "generated from"] == "final weights, step 750"
+    assert costs.loc["wgan_gp", "generated from"] == "final weights, step 625"

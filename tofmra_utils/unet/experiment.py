@@ -190,17 +190,24 @@ def gan_costs(ctx: Any, names: Sequence[str] = GAN_NAMES) -> pd.DataFrame:
             r = ctx.recorded(GAN_NOTEBOOKS[name])
         except DataError:
             continue
-        threshold = r.get("threshold")
         rows[name] = {
             "GAN steps": r.get("generator_steps"),
             "GAN train (s)": r.get("train_seconds"),
             "generated from": f"{r.get('generated_from', 'final')} weights, step {r.get('generated_step', r.get('generator_steps'))}",
-            "label threshold": (f"{threshold:.3f} ({r.get('threshold_rule', 'fixed')}"
-                                + (f", {r['label_fraction_scale']:g}x real fraction)" if r.get("threshold_rule") == "match_real"
-                                   and r.get("label_fraction_scale") else ")")
-                                if isinstance(threshold, (int, float)) else "-"),
+            "label threshold": _threshold_text(r),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _threshold_text(recorded: Mapping[str, Any]) -> str:
+    """``"0.164 (match_real, 1.5x real fraction)"``, ``"0.800 (fixed)"``, or ``"-"`` when not recorded."""
+    threshold = recorded.get("threshold")
+    if not isinstance(threshold, (int, float)):
+        return "-"
+    rule = recorded.get("threshold_rule", "fixed")
+    scale = recorded.get("label_fraction_scale")
+    detail = f", {scale:g}x real fraction" if rule == "match_real" and scale else ""
+    return f"{threshold:.3f} ({rule}{detail})"
 
 
 def ranking_sentence(summary: pd.DataFrame) -> str:
