@@ -207,8 +207,9 @@ _GAN: tuple[_Rule, ...] = (
     _Rule("GAN", "Generator upsampling and critic kernels",
           "kernel-5 transposed convolutions (stride 2) in the generator, kernel-5 strided convolutions in the critic",
           lambda ps: _per_profile(ps, lambda p: f"generator {p.gan.upsampling}, critic kernel {p.gan.critic_kernel}"),
-          "Measured on the course profile (one seed, labels at the real vessel fraction): the U-net on WGAN-GP-SN "
-          "pairs 0.742 -> 0.777 test DSC; the samples lose the transposed convolutions' checkerboard. Not for speed: "
+          "Measured on the course profile (one seed, labels at the real vessel fraction; the numbers are recorded "
+          "beside the setting in `profiles.py`): the U-net on WGAN-GP-SN pairs segmented better, and the samples "
+          "lose the transposed convolutions' checkerboard. Not for speed: "
           "nearest3 convolves at the output size and costs more per step, the kernel-4 critic less "
           "(`benchmarks/bench_gan.py --changes` prints both).",
           fields=("gan.upsampling", "gan.critic_kernel")),
@@ -216,8 +217,8 @@ _GAN: tuple[_Rule, ...] = (
           "none: the schedule is epochs x N / batch generator steps",
           lambda ps: _per_profile(ps, lambda p: ", ".join(f"{n} at least {_fmt(v.min_steps)}"
                                                           for n, v in p.gan.variants.items())),
-          "A budget counted in epochs shrinks with the data: on three real heads the course WGANs got 188 "
-          "generator steps and drew no vessel label at all (issue 20). The floor keeps the steps the course "
+          "A budget counted in epochs shrinks with the data: on three real heads the course WGANs got a fraction "
+          "of their tuned steps and drew no vessel label at all (issue 20). The floor keeps the steps the course "
           "profile was tuned with.",
           fields=_variant_fields("min_steps")),
     _Rule("GAN", "Label threshold of the synthetic pairs",
@@ -229,10 +230,10 @@ _GAN: tuple[_Rule, ...] = (
                  f"times a scale ({_fmt(p.gan.label_fraction_scales)}; with several, the one whose pairs train a small "
                  "U-net best on the real validation patches) ")
               + "(`gan/generate.py`, `matching_threshold`; `gan/selection.py`)")),
-          "Measured on the course profile (issue 20): at 0.8 the course GANs' labels mark about half the real "
-          "vessel fraction and the synthetic-trained U-nets under-segment (recall 0.66-0.72 against a precision of "
-          "0.81-0.84); a larger label fraction raised the test DSC in the one seed tried. Every datasheet reports "
-          "the thresholds and the fraction at each.",
+          "Measured on the course profile (issue 20; numbers in `profiles.py` beside the setting): at 0.8 the course "
+          "GANs' labels mark about half the real vessel fraction and the synthetic-trained U-nets under-segment "
+          "(they miss more vessel than they add); a larger label fraction raised the test DSC in the one seed "
+          "tried. Every datasheet reports the thresholds and the fraction at each.",
           fields=("gan.label_threshold", "gan.label_threshold_rule", "gan.label_fraction_scales")),
     _Rule("GAN", "Generator mode when sampling",
           "the study's code generates without `.eval()`: batch norm normalizes with each generated batch's "
@@ -311,9 +312,9 @@ _UNET: tuple[_Rule, ...] = (
           lambda ps: _per_profile(ps, lambda p: (
               "the study's rotation, flip and shear on every batch, but the same number of steps (no doubled epoch)"
               if p.unet.augment else "none: the U-net trains on the patches as they are")),
-          "The step budget is the profile's either way (`unet/augment.py`). Measured on the course profile, one seed: "
-          "the real-data U-net 0.926 -> 0.905 test DSC, the U-net on WGAN-GP-SN pairs 0.742 -> 0.776; every U-net of "
-          "a run gets it or none does.",
+          "The step budget is the profile's either way (`unet/augment.py`). Measured on the course profile, one seed "
+          "(numbers in `profiles.py` beside the setting): it lowers the real-data U-net's test DSC a little and "
+          "raises the synthetic-data U-nets'; every U-net of a run gets it or none does.",
           fields=("unet.augment",), applies=lambda p: True),
     _Rule("U-net", "U-net input scaling",
           "raw (not per-patch min-max scaled) tiles, z-scored with the training mean and standard deviation",
