@@ -269,3 +269,29 @@ def test_evaluate_and_report_never_import_torch(tmp_path):
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "NO-TORCH 0"
+
+
+@pytest.mark.parametrize("shape", [(7,), (9, 11), (6, 8, 5), (12, 10, 9)])
+def test_border_equals_mask_minus_its_face_erosion(shape):
+    """The gather-based border is exactly medpy's: the mask minus its 6-connected erosion,
+    with the array's outside counted as background (masks touch every edge here)."""
+    from tofmra_utils.metrics import _border
+
+    rng = np.random.default_rng(len(shape))
+    for density in (0.3, 0.7, 1.0):
+        mask = rng.random(shape) < density
+        eroded = ndimage.binary_erosion(mask, ndimage.generate_binary_structure(mask.ndim, 1), border_value=0)
+        np.testing.assert_array_equal(_border(mask), mask & ~eroded)
+        view = mask[::2] if mask.ndim > 1 else mask[1:]  # non-contiguous input
+        eroded_view = ndimage.binary_erosion(view, ndimage.generate_binary_structure(view.ndim, 1), border_value=0)
+        np.testing.assert_array_equal(_border(view), view & ~eroded_view)
+
+
+def test_fortran_ordered_masks_give_the_same_metrics():
+    """NIfTI data arrive in Fortran order; the metrics transpose them (with the spacing) instead
+    of copying, and must give the C-order values (up to the order of a float sum)."""
+    pred, truth, spacing = random_pair(3)
+    expected = evaluate_masks(pred, truth, spacing)
+    got = evaluate_masks(np.asfortranarray(pred), np.asfortranarray(truth), spacing)
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert hd95_mm(np.asfortranarray(pred), np.asfortranarray(truth), spacing) == pytest.approx(expected["hd95_mm"], rel=1e-12)

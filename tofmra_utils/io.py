@@ -33,7 +33,7 @@ __all__ = [
     "nifti_stem",
 ]
 
-VolumeKind = Literal["image", "label", "mask"]
+VolumeKind = Literal["image", "label", "mask", "segmentation"]
 
 
 class DataError(ValueError):
@@ -170,9 +170,9 @@ def load_volume(path: str | os.PathLike[str], kind: VolumeKind = "image") -> Vol
     path
         ``.nii`` or ``.nii.gz`` file.
     kind
-        ``"image"``: float32, all voxels finite. ``"label"`` / ``"mask"``: values must be 0 or 1
-        (returned as uint8); a label must contain at least one vessel voxel, a mask at least one
-        brain voxel.
+        ``"image"``: float32, all voxels finite. ``"label"`` / ``"mask"`` / ``"segmentation"``:
+        values must be 0 or 1 (returned as uint8); a label must contain at least one vessel voxel,
+        a mask at least one brain voxel; a segmentation (a prediction) may be empty.
 
     Raises
     ------
@@ -195,17 +195,20 @@ def load_volume(path: str | os.PathLike[str], kind: VolumeKind = "image") -> Vol
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise DataError(path, "invalid (singular or non-finite) affine")
-    data = np.asarray(raw, dtype=np.float32)
-    if not np.all(np.isfinite(data)):
-        n_bad = int((~np.isfinite(data)).sum())
-        raise DataError(path, f"{n_bad} NaN/inf voxels")
-    if kind in ("label", "mask"):
-        values = np.unique(data)
-        if not np.all(np.isin(values, (0.0, 1.0))):
+    if kind != "image" and np.issubdtype(raw.dtype, np.integer):
+        data = raw  # integers are finite; a float copy of a 512 x 512 x 100 mask costs ~0.3 s
+    else:
+        data = np.asarray(raw, dtype=np.float32)
+        if not np.all(np.isfinite(data)):
+            n_bad = int((~np.isfinite(data)).sum())
+            raise DataError(path, f"{n_bad} NaN/inf voxels")
+    if kind in ("label", "mask", "segmentation"):
+        if not ((data == 0) | (data == 1)).all():  # np.unique (a sort) only for the error message
+            values = np.unique(data)
             shown = ", ".join(f"{v:g}" for v in values[:6])
             raise DataError(path, f"{kind} must be binary (0/1), found values {shown}{'...' if len(values) > 6 else ''}")
-        data = data.astype(np.uint8)
-        if not data.any():
+        data = data.astype(np.uint8, copy=False)
+        if kind != "segmentation" and not data.any():  # a prediction may legally find nothing
             what = "no vessel voxel" if kind == "label" else "empty brain mask"
             raise DataError(path, f"{kind} has {what}")
     return Volume(data=data, affine=affine, path=path)

@@ -93,6 +93,18 @@ def _pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p, t
 
 
+def _c_layout(p: np.ndarray, t: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The masks as C-ordered views, with the spacing to match.
+
+    NIfTI data come in Fortran (column-major) order; every metric here is unchanged when the
+    axes are permuted together with the spacing, and the transposed view of a Fortran array is a
+    C array, so no copy is made (a C-order copy of a 512 x 512 x 100 Fortran mask costs ~0.5 s).
+    """
+    if p.flags.f_contiguous and t.flags.f_contiguous and not (p.flags.c_contiguous and t.flags.c_contiguous):
+        return p.T, t.T, spacing[::-1].copy()
+    return p, t, spacing
+
+
 def _spacing(spacing: float | tuple[float, ...] | list[float] | np.ndarray, ndim: int) -> np.ndarray:
     s = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (ndim,)).copy()
     if not np.all(np.isfinite(s)) or np.any(s <= 0):
@@ -126,20 +138,32 @@ def _border(mask: np.ndarray) -> np.ndarray:
     """Mask voxels with at least one 6-connected (face) neighbour outside the mask (medpy's border).
 
     Same as ``mask & ~binary_erosion(mask, generate_binary_structure(ndim, 1))`` (outside the
-    array counts as background), written with shifted slices, which is several times faster.
+    array counts as background). Vessel masks fill about 1 % of a volume, so the neighbours are
+    looked up only for the mask's own voxels (flat-index gathers), not shifted over the whole array.
     """
-    interior = mask.copy()
-    for axis in range(mask.ndim):
-        lo = [slice(None)] * mask.ndim
-        hi = [slice(None)] * mask.ndim
-        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
-        interior[tuple(hi)] &= mask[tuple(lo)]  # neighbour at index - 1
-        interior[tuple(lo)] &= mask[tuple(hi)]  # neighbour at index + 1
-        edge = [slice(None)] * mask.ndim
-        for end in (0, -1):
-            edge[axis] = end
-            interior[tuple(edge)] = False
-    return mask & ~interior
+    flat = np.ascontiguousarray(mask).reshape(-1)
+    idx = np.flatnonzero(flat)
+    coords = np.unravel_index(idx, mask.shape)
+    interior = np.ones(len(idx), dtype=bool)
+    stride = 1
+    for axis in range(mask.ndim - 1, -1, -1):  # C order: the last axis has stride 1
+        c = coords[axis]
+        for step, inside in ((-stride, c > 0), (stride, c < mask.shape[axis] - 1)):
+            interior &= inside  # a voxel on the array's edge touches the background outside
+            neighbour = np.where(inside, idx + step, idx)
+            interior &= flat[neighbour]
+        stride *= mask.shape[axis]
+    border = np.zeros(flat.shape, dtype=bool)
+    border[idx[~interior]] = True
+    return border.reshape(mask.shape)
+
+
+def _coords(mask: np.ndarray) -> np.ndarray:
+    """(N, ndim) int64 coordinates of the true voxels, in C order (same as ``np.argwhere``).
+
+    ``flatnonzero`` + ``unravel_index`` is about 20x faster than ``argwhere`` on sparse masks.
+    """
+    return np.stack(np.unravel_index(np.flatnonzero(mask), mask.shape), axis=1)
 
 
 def _nearest_distances(queries: np.ndarray, targets: np.ndarray, spacing: np.ndarray) -> np.ndarray:
@@ -150,7 +174,8 @@ def _nearest_distances(queries: np.ndarray, targets: np.ndarray, spacing: np.nda
     """
     if len(queries) == 0:
         return np.zeros(0, dtype=np.float64)
-    tree = cKDTree(targets * spacing)
+    # An unbalanced, non-compacted tree builds about 3x faster and queries give the same exact answer.
+    tree = cKDTree(targets * spacing, balanced_tree=False, compact_nodes=False)
     dist, _ = tree.query(queries * spacing, k=1)
     return np.asarray(dist, dtype=np.float64)
 
@@ -179,9 +204,10 @@ def surface_distances(
     if not p.any() or not t.any():
         raise ValueError("surface distances need two non-empty masks")
     s = _spacing(spacing, p.ndim)
+    p, t, s = _c_layout(p, t, s)
     if crop:
         p, t = crop_to_union(p, t)
-    bp, bt = np.argwhere(_border(p)), np.argwhere(_border(t))
+    bp, bt = _coords(_border(p)), _coords(_border(t))
     return _border_distances(bp, bt, s)
 
 
@@ -222,14 +248,23 @@ def hd95_mm(
     if not has_p or not has_t:
         return math.nan
     s = _spacing(spacing, p.ndim)
+    p, t, s = _c_layout(p, t, s)
     if crop:
         p, t = crop_to_union(p, t)
-    return _hd95_from_borders(np.argwhere(_border(p)), np.argwhere(_border(t)), s)
+    return _hd95_from_borders(_border(p), _border(t), s)
 
 
-def _hd95_from_borders(bp: np.ndarray, bt: np.ndarray, spacing: np.ndarray) -> float:
-    d_pt, d_tp = _border_distances(bp, bt, spacing)
-    return float(np.percentile(np.concatenate([d_pt, d_tp]), 95))
+def _hd95_from_borders(border_p: np.ndarray, border_t: np.ndarray, spacing: np.ndarray) -> float:
+    """medpy's 95HD from the two border masks.
+
+    A border voxel shared by both borders is at distance 0 in both directions, so only the
+    others are looked up in the k-d trees (most of them when the prediction is good); the pooled
+    distances, and so the percentile, are exactly medpy's.
+    """
+    shared = int(np.count_nonzero(border_p & border_t))
+    d_pt = _nearest_distances(_coords(border_p & ~border_t), _coords(border_t), spacing)
+    d_tp = _nearest_distances(_coords(border_t & ~border_p), _coords(border_p), spacing)
+    return float(np.percentile(np.concatenate([d_pt, d_tp, np.zeros(2 * shared)]), 95))
 
 
 def _mismatch_distances(p: np.ndarray, t: np.ndarray, bp: np.ndarray, bt: np.ndarray) -> np.ndarray:
@@ -238,7 +273,7 @@ def _mismatch_distances(p: np.ndarray, t: np.ndarray, bp: np.ndarray, bt: np.nda
     outside it is always one of its border voxels, so only the border coordinates ``bp`` / ``bt``
     go into the k-d trees."""
     one = np.ones(p.ndim)
-    missed, extra = np.argwhere(t & ~p), np.argwhere(p & ~t)
+    missed, extra = _coords(t & ~p), _coords(p & ~t)
     d_missed = _nearest_distances(missed, bp, one)
     d_extra = _nearest_distances(extra, bt, one)
     return np.concatenate([d_missed, d_extra])
@@ -279,9 +314,10 @@ def hd_quantile_voxels(pred: np.ndarray, truth: np.ndarray, quantile: float = ST
     has_p, has_t = bool(p.any()), bool(t.any())
     if has_p != has_t:
         return math.nan
+    p, t, _ = _c_layout(p, t, np.ones(p.ndim))  # voxel units: the spacing plays no part
     if crop:
         p, t = crop_to_union(p, t)
-    bp, bt = np.argwhere(_border(p)), np.argwhere(_border(t))
+    bp, bt = _coords(_border(p)), _coords(_border(t))
     return _lower_rank_quantile(_mismatch_distances(p, t, bp, bt), quantile)
 
 
@@ -360,14 +396,16 @@ def evaluate_masks(pred: np.ndarray, truth: np.ndarray, spacing: float | tuple[f
     """
     p, t = _pair(pred, truth)
     s = _spacing(spacing, p.ndim)
+    p, t, s = _c_layout(p, t, s)
     has_p, has_t = bool(p.any()), bool(t.any())
     if not (has_p and has_t):  # the documented empty-mask values
         return {"dsc": dice(p, t), "hd95_mm": hd95_mm(p, t, s), "hd95_study": hd95_study(p, t)}
     p, t = crop_to_union(p, t)  # crop and find borders once for both distances
-    bp, bt = np.argwhere(_border(p)), np.argwhere(_border(t))
+    border_p, border_t = _border(p), _border(t)
+    bp, bt = _coords(border_p), _coords(border_t)
     return {
         "dsc": dice(p, t),
-        "hd95_mm": _hd95_from_borders(bp, bt, s),
+        "hd95_mm": _hd95_from_borders(border_p, border_t, s),
         "hd95_study": _lower_rank_quantile(_mismatch_distances(p, t, bp, bt), STUDY_QUANTILE),
     }
 
@@ -380,14 +418,7 @@ def load_segmentation(path: str | os.PathLike[str]) -> Volume:
     DataError
         Missing/unreadable file, not 3D, NaN/inf voxels, or values other than 0 and 1.
     """
-    vol = load_volume(path, kind="image")  # validates readability, 3D, finite; allows empty
-    values = np.unique(vol.data)
-    if not np.all(np.isin(values, (0.0, 1.0))):
-        shown = ", ".join(f"{v:g}" for v in values[:6])
-        raise DataError(
-            path, f"segmentation must be binary (0/1), found values {shown}{'...' if len(values) > 6 else ''}"
-        )
-    return Volume(data=vol.data.astype(np.uint8), affine=vol.affine, path=vol.path)
+    return load_volume(path, kind="segmentation")
 
 
 def evaluate_files(pred_path: str | os.PathLike[str], truth_path: str | os.PathLike[str]) -> dict[str, float]:
