@@ -188,6 +188,19 @@ def test_step_floor_and_label_monitor(capsys):
     assert monitor.recovered_at == 70
 
 
+def test_label_monitor_state_survives_a_checkpoint(capsys):
+    """A run killed between two low checks must warn at the second one after resuming, and report
+    the alerts of the whole training, as an uninterrupted run does."""
+    before = LabelMonitor(real_fraction=0.03, total_steps=100, gan="x")
+    before.check(30, 0.0)
+    state = before.state()
+    after = LabelMonitor(real_fraction=0.03, total_steps=100, gan="x")
+    after.restore(state)
+    after.check(40, 0.0)
+    assert "label monitor warning" in capsys.readouterr().err
+    assert [s for s, _ in after.alerts] == [30, 40] and after.warned
+
+
 # ----------------------------------------------------------------------------- the study's code (paper profile)
 def test_the_study_code_options_train_and_generate(tmp_path):
     from torch import nn

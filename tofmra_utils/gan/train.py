@@ -99,7 +99,8 @@ class GanTrainResult:
         The GAN's folder.
     label_alerts
         ``(step, vessel fraction)`` of the sample checks at which the label monitor found the
-        label channel nearly empty (:class:`LabelMonitor`; this call's checks only).
+        label channel nearly empty (:class:`LabelMonitor`; over the whole training, a resumed
+        run included).
     label_recovered_at
         The sample step at which the label channel came back after a warning, if it did.
     """
@@ -327,9 +328,12 @@ def train_gan(
             "generate_mode": profile.gan.generate_mode,
             "step": at_step, "total_steps": total_steps,
             "history": _columns_from_rows(history), "seconds": seconds_before + time.perf_counter() - started, **gan.state(),
+            "label_monitor": monitor.state(),
         })
 
     monitor = LabelMonitor(real_fraction=real_fraction, total_steps=total_steps, gan=name)
+    if state is not None and "label_monitor" in state:  # a resumed run reports what an uninterrupted one would
+        monitor.restore(state["label_monitor"])
     step = _train_steps(gan, gan_tensor(train), profile, unit, history, step, stop_at, total_steps, save, progress,
                         monitor)
     if not unit.state_file.exists():  # nothing trained and nothing saved yet (stop_after_steps=0)
@@ -454,6 +458,16 @@ class LabelMonitor:
         self._in_a_row = 0
         self.warned = False
         self.recovered_at: int | None = None
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps, so that a resumed run continues the same count."""
+        return {"alerts": [[s, f] for s, f in self.alerts], "in_a_row": self._in_a_row, "warned": self.warned,
+                "recovered_at": self.recovered_at}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.alerts = [(int(s), float(f)) for s, f in state["alerts"]]
+        self._in_a_row, self.warned = int(state["in_a_row"]), bool(state["warned"])
+        self.recovered_at = None if state["recovered_at"] is None else int(state["recovered_at"])
 
     def check(self, step: int, fraction: float) -> None:
         if step < 0.2 * self.total_steps or self.real_fraction <= 0:
