@@ -12,7 +12,7 @@ import yaml
 
 from tofmra_utils.cli import main
 from tofmra_utils.conventions import file_hash
-from tofmra_utils.fetch import fetch_source, load_manifest
+from tofmra_utils.fetch import _read_file_list, fetch_source, load_manifest
 from tofmra_utils.io import DataError
 
 PAYLOAD = bytes(range(256)) * 400 + b"tail"  # 102 404 bytes
@@ -222,10 +222,16 @@ def test_repository_manifest_lists_the_sources():
     assert ixi.download_url == "https://biomedic.doc.ic.ac.uk/brain-development/downloads/IXI/IXI-MRA.tar"
     assert ixi.checksum == {"algorithm": "md5", "value": "29be7d2fee3998f978a55a9bdaf3407e"}
     assert ixi.licence == "CC BY-SA 3.0" and ixi.size_approximate
+    zenodo = sources["ixi-vessel-labels-zenodo"]
+    assert "17393202" in zenodo.url and zenodo.licence == "CC BY 4.0"
+    assert zenodo.checksum == {"algorithm": "md5", "value": "96be3dd9d1413e8890f89721829a79f7"}
+    assert "check the record" in zenodo.extra["layout"].lower()
     labels = sources["ixi-vessel-labels"]
-    assert "17393202" in labels.url and labels.licence == "CC BY 4.0"
-    assert labels.checksum == {"algorithm": "md5", "value": "96be3dd9d1413e8890f89721829a79f7"}
-    assert "check the record" in labels.extra["layout"].lower()
+    assert labels.kind == "file-list" and "Commons Clause" in labels.licence
+    assert labels.extra["url_pattern"].startswith("https://github.com/risc-mi/cerebral-artery-annotation/raw/58fdad1")
+    rows = _read_file_list(labels)
+    assert len(rows) == 555 and rows[0] == ("data/Dataset600_IXI/labelsTr/IXI002-Guys-0828-MRA.nii.gz", 61347,
+                                            "1f8f7d91f702cd4f2acef2126a35b86bc2f2c480ac11f799fa29f1b92558d943")
     assert "15692630" in sources["topcow"].url and sources["topcow"].checksum is None
     assert sources["phantom"].kind == "builtin"
     for s in sources.values():
@@ -240,3 +246,130 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="download failed"):
         fetch_source("toy", tmp_path / "dest", manifest_dir=_manifest(tmp_path / "m", url), progress=False, timeout=5)
     assert not (tmp_path / "dest" / "payload.bin").exists()
+
+
+# ----------------------------------------------------------------------------- ixi-vessel-labels: a file list
+class _FileServer:
+    """127.0.0.1 server of a dict path -> bytes, with Range support; counts requests per path."""
+
+    def __init__(self, files: dict[str, bytes], cut_once: str | None = None) -> None:
+        self.files, self.requests, self.cut_once = files, [], cut_once
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                server.requests.append((self.path, self.headers.get("Range")))
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                start = int(self.headers["Range"].removeprefix("bytes=").split("-")[0]) if self.headers.get("Range") else 0
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                chunk = body[start:]
+                if server.cut_once == self.path:
+                    chunk, server.cut_once = chunk[: len(chunk) // 2], None
+                    self.close_connection = True
+                self.wfile.write(chunk)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _nifti_bytes(data, affine) -> bytes:
+    import gzip
+
+    import nibabel as nib
+
+    return gzip.compress(nib.Nifti1Image(data, affine).to_bytes(), mtime=0)
+
+
+def _ixi_fixture(tmp_path):
+    """Two fake multiclass labels (classes 0-5) and a tiny IXI tar with three volumes (one without a label)."""
+    import io
+    import tarfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    affine = np.diag([0.47, 0.47, 0.8, 1.0])
+    names = ["IXI002-Guys-0828-MRA.nii.gz", "IXI012-HH-1211-MRA.nii.gz"]
+    labels = {n: rng.integers(0, 6, (6, 5, 4)).astype(np.uint8) for n in names}
+    files = {f"/pinned/data/Dataset600_IXI/labelsTr/{n}": _nifti_bytes(v, affine) for n, v in labels.items()}
+    tar_path = tmp_path / "IXI-MRA.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for n in [*names, "IXI099-IOP-0001-MRA.nii.gz"]:
+            blob = _nifti_bytes(rng.integers(0, 400, (6, 5, 4)).astype(np.int16), affine)
+            info = tarfile.TarInfo(n)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return files, labels, tar_path
+
+
+def _list_manifest(folder: Path, base: str, files: dict[str, bytes], wrong_sha_for: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["# test list", "path\tbytes\tsha256"]
+    for url_path, body in files.items():
+        sha = hashlib.sha256(body).hexdigest() if url_path != wrong_sha_for else "0" * 64
+        rows.append(f"{url_path.removeprefix('/pinned/')}\t{len(body)}\t{sha}")
+    (folder / "labels.tsv").write_text("\n".join(rows) + "\n")
+    (folder / "sources.yaml").write_text(yaml.safe_dump({"sources": [{
+        "name": "ixi-vessel-labels", "kind": "file-list", "url": base, "licence": "test", "file_list": "labels.tsv",
+        "url_pattern": f"{base}/pinned/<path>", "layout": "x", "citation": "x", "prepare": "x"}]}))
+    return folder
+
+
+def test_ixi_vessel_labels_fetched_verified_resumed_and_paired(tmp_path, capsys):
+    import nibabel as nib
+    import numpy as np
+
+    files, labels, tar_path = _ixi_fixture(tmp_path)
+    first = next(iter(files))
+    with _FileServer(files, cut_once=first) as srv:
+        manifest = _list_manifest(tmp_path / "m", srv.base, files)
+        dest = tmp_path / "ixi"
+        # the first file's transfer breaks half-way: a clear error, its .partial kept
+        with pytest.raises(DataError, match="interrupted"):
+            fetch_source("ixi-vessel-labels", dest, manifest_dir=manifest, progress=False, timeout=5)
+        assert (dest / "raw" / f"{Path(first).name}.partial").exists()
+        # the same command resumes with a Range request, verifies both files and pairs them with the tar
+        rc = main(["fetch", "ixi-vessel-labels", "--dest", str(dest), "--manifest", str(manifest), "--ixi-tar", str(tar_path)])
+        assert rc == 0
+        assert any(path == first and rng and rng != "bytes=0-" for path, rng in srv.requests), "resumed with Range"
+        n_requests = len(srv.requests)
+        # everything verified: a third call needs no network
+        fetch_source("ixi-vessel-labels", dest, manifest_dir=manifest, progress=False)
+        assert len(srv.requests) == n_requests
+    out = capsys.readouterr().out
+    assert "paired 2 subjects" in out and "0 labels without an image" in out
+    assert sorted(p.name for p in (dest / "images").iterdir()) == sorted(labels)  # IXI099 has no label: not extracted
+    for name, multiclass in labels.items():
+        written = nib.load(str(dest / "labels" / name))
+        np.testing.assert_array_equal(np.asarray(written.dataobj), (multiclass > 0).astype(np.uint8))
+        assert nib.load(str(dest / "images" / name)).shape == written.shape
+
+
+def test_ixi_vessel_label_with_a_wrong_checksum_is_deleted(tmp_path):
+    files, _, _ = _ixi_fixture(tmp_path)
+    second = list(files)[1]
+    with _FileServer(files) as srv:
+        manifest = _list_manifest(tmp_path / "m", srv.base, files, wrong_sha_for=second)
+        with pytest.raises(DataError, match="checksum mismatch"):
+            fetch_source("ixi-vessel-labels", tmp_path / "ixi", manifest_dir=manifest, progress=False, timeout=5)
+    raw = tmp_path / "ixi" / "raw"
+    assert (raw / Path(list(files)[0]).name).exists()
+    assert not (raw / Path(second).name).exists() and not list(raw.glob("*.partial"))

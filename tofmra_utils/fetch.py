@@ -30,11 +30,11 @@ from typing import Any
 from .conventions import file_hash
 from .io import DataError
 
-__all__ = ["Source", "load_manifest", "default_manifest_dir", "fetch_source", "ALGORITHMS"]
+__all__ = ["Source", "load_manifest", "default_manifest_dir", "fetch_source", "fetch_file_list", "pair_ixi", "ALGORITHMS"]
 
 #: Checksum algorithms the manifest may name.
 ALGORITHMS: tuple[str, ...] = ("md5", "sha256")
-KINDS: tuple[str, ...] = ("download", "builtin")
+KINDS: tuple[str, ...] = ("download", "builtin", "file-list")
 CHUNK = 1 << 20
 
 
@@ -238,7 +238,9 @@ def fetch_source(
     Returns
     -------
     ``dest/<filename>``, verified against the manifest's checksum. A file already there that
-    verifies is returned without any network access.
+    verifies is returned without any network access. A ``file-list`` source (many files, each
+    with its own checksum, e.g. ``ixi-vessel-labels``) goes to ``dest/raw/`` through
+    :func:`fetch_file_list`, and that folder is returned.
 
     Raises
     ------
@@ -252,6 +254,9 @@ def fetch_source(
         folder = Path(manifest_dir) if manifest_dir is not None else default_manifest_dir()
         raise DataError(folder, f"unknown source {name!r}: the manifest lists {', '.join(sorted(sources))}")
     source = sources[name]
+    if source.kind == "file-list":
+        fetch_file_list(source, dest, progress=progress, timeout=timeout)
+        return Path(dest) / RAW_FOLDER
     _refuse_unverifiable(source)
     assert source.filename is not None and source.download_url is not None and source.checksum is not None
     algorithm, expected = source.checksum["algorithm"], source.checksum["value"]
@@ -282,3 +287,135 @@ def fetch_source(
                                "server changed: check the record)")
     os.replace(partial, final)
     return final
+
+
+# ----------------------------------------------------------------------------- many files: a listed source
+#: Where :func:`fetch_file_list` puts the downloaded files, under ``dest``.
+RAW_FOLDER = "raw"
+
+
+def _read_file_list(source: Source) -> list[tuple[str, int, str]]:
+    """(path, bytes, sha256) rows of a ``file-list`` source's TSV (``file_list``, beside its manifest file)."""
+    name = source.extra.get("file_list")
+    if not name or "<path>" not in str(source.extra.get("url_pattern", "")):
+        raise DataError(source.manifest_file, f"source {source.name!r}: a file-list source needs 'file_list' (a TSV) "
+                                              "and 'url_pattern' (with <path>)")
+    table = source.manifest_file.parent / str(name)
+    if not table.exists():
+        raise DataError(table, f"file list of source {source.name!r} not found")
+    rows = []
+    for number, line in enumerate(table.read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#") or line.startswith("path\t"):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3 or not parts[1].isdigit() or len(parts[2]) != 64:
+            raise DataError(table, f"line {number}: expected 'path<TAB>bytes<TAB>sha256', got {line!r:.80}")
+        rows.append((parts[0], int(parts[1]), parts[2].lower()))
+    if not rows:
+        raise DataError(table, "no files listed")
+    return rows
+
+
+def fetch_file_list(
+    source: Source, dest: str | os.PathLike[str], *, progress: bool = True, timeout: float = 60.0
+) -> list[Path]:
+    """Download every file of a ``file-list`` source into ``dest/raw/``, each checked by size and sha256.
+
+    Resumable as :func:`fetch_source`: verified files are skipped without network access, an
+    interrupted file keeps its ``.partial`` and the next call resumes it with a Range request;
+    a file whose bytes do not verify is deleted and named in the error.
+
+    Returns
+    -------
+    The verified files, in the list's order (file names: the listed paths' last part).
+    """
+    from tqdm.auto import tqdm
+
+    rows = _read_file_list(source)
+    pattern = str(source.extra["url_pattern"])
+    if not pattern.startswith(("https://", "http://")):
+        raise DataError(source.manifest_file, f"source {source.name!r}: only http(s) URLs can be fetched, got {pattern}")
+    folder = Path(dest) / RAW_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    done = []
+    for path, size, sha256 in tqdm(rows, desc=source.name, unit="file", disable=not progress):
+        final = folder / Path(path).name
+        if final.exists() and final.stat().st_size == size and file_hash(final, "sha256") == sha256:
+            done.append(final)
+            continue
+        final.unlink(missing_ok=True)
+        partial = folder / f"{final.name}.partial"
+        _download(pattern.replace("<path>", path), partial, timeout, False, size)
+        actual_size, actual = partial.stat().st_size, file_hash(partial, "sha256")
+        if actual_size != size or actual != sha256:
+            partial.unlink()
+            raise DataError(final, f"checksum mismatch ({actual_size} bytes, sha256 {actual}; the list says {size} bytes, "
+                                   f"{sha256}); the download was deleted, fetch again")
+        os.replace(partial, final)
+        done.append(final)
+    return done
+
+
+def _subject_id(name: str) -> str:
+    """``IXI002`` of ``IXI002-Guys-0828-MRA.nii.gz`` (the IXI subject number: the pairing key)."""
+    return name.split("-")[0]
+
+
+def pair_ixi(labels: list[Path], ixi_tar: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:
+    """Pair vessel labels with the IXI MRA tar's volumes by subject id into ``out/images`` + ``out/labels``.
+
+    Labels are binarized (every vessel class 1-5 -> 1, background 0; the study segments vessel
+    versus background) and written with the image's file-name stem, so ``tofmra prepare --images
+    out/images`` pairs them. Only subjects with a label are extracted from the tar.
+
+    Returns
+    -------
+    dict with ``paired`` (subject ids), ``labels_without_image`` and ``geometry_mismatch`` (ids
+    whose label's shape or affine differ from the image's: written anyway, ``tofmra prepare``
+    names them).
+
+    Raises
+    ------
+    DataError
+        The tar is missing or unreadable, or a label file is unreadable.
+    """
+    import tarfile
+
+    import nibabel as nib
+    import numpy as np
+
+    from .io import atomic_path, save_volume
+
+    out = Path(out)
+    by_id = {_subject_id(p.name): p for p in labels}
+    tar_path = Path(ixi_tar)
+    if not tar_path.exists():
+        raise DataError(tar_path, "IXI MRA tar not found (tofmra fetch ixi-mra --dest DIR downloads it)")
+    paired, mismatch = [], []
+    try:
+        with tarfile.open(tar_path) as tar:
+            for member in tar:
+                name = Path(member.name).name
+                sid = _subject_id(name)
+                if not member.isfile() or not name.endswith((".nii.gz", ".nii")) or sid not in by_id:
+                    continue
+                stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[: -len(".nii")]
+                image_file = out / "images" / name
+                source = tar.extractfile(member)
+                assert source is not None
+                with atomic_path(image_file) as tmp:
+                    tmp.write_bytes(source.read())
+                try:
+                    label_img = nib.load(str(by_id[sid]))
+                    label = (np.asarray(label_img.dataobj) > 0).astype(np.uint8)
+                except Exception as err:  # nibabel raises many types for broken files
+                    raise DataError(by_id[sid], f"unreadable label ({type(err).__name__}: {err})") from None
+                image_img = nib.load(str(image_file))
+                if label.shape != image_img.shape[:3] or not np.allclose(label_img.affine, image_img.affine, atol=1e-3):
+                    mismatch.append(sid)
+                save_volume(out / "labels" / f"{stem}.nii.gz", label, label_img.affine)
+                paired.append(sid)
+    except (tarfile.TarError, OSError) as err:
+        raise DataError(tar_path, f"unreadable tar ({err})") from None
+    return {"paired": sorted(paired), "labels_without_image": sorted(set(by_id) - set(paired)),
+            "geometry_mismatch": sorted(mismatch)}

@@ -50,7 +50,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from . import conventions
-from .io import DataError, Volume, check_same_geometry, load_volume
+from .io import Volume, check_same_geometry, load_volume
 
 __all__ = [
     "dice",
@@ -419,6 +419,37 @@ def load_segmentation(path: str | os.PathLike[str]) -> Volume:
         Missing/unreadable file, not 3D, NaN/inf voxels, or values other than 0 and 1.
     """
     return load_volume(path, kind="segmentation")
+
+
+def evaluate_files_in_mask(
+    pred_path: str | os.PathLike[str], truth_path: str | os.PathLike[str], mask_path: str | os.PathLike[str]
+) -> dict[str, float | int | str]:
+    """:func:`evaluate_files` inside a brain mask: prediction and truth are both cut to the mask first.
+
+    Real heads' labels also cover neck and scalp vessels that a brain-masked study never saw;
+    the study's data were brain-masked, so its DSC and 95HD count only voxels inside the brain.
+
+    Returns
+    -------
+    The metrics of :func:`evaluate_masks` plus ``mask`` (the file), ``mask_voxels``,
+    ``truth_voxels_inside`` and ``truth_voxels_outside`` (labelled voxels the cut dropped).
+
+    Raises
+    ------
+    DataError
+        As :func:`evaluate_files`; also an unreadable, non-binary or empty mask, or one whose
+        geometry differs from the truth's (naming the mask file).
+    """
+    truth = load_segmentation(Path(truth_path))
+    pred = load_segmentation(Path(pred_path))
+    check_same_geometry(truth, pred)
+    mask = load_volume(Path(mask_path), kind="mask")
+    check_same_geometry(truth, mask)
+    inside = mask.data > 0
+    scores = evaluate_masks(pred.data * inside, truth.data * inside, truth.spacing)
+    truth_bool = truth.data > 0
+    return {**scores, "mask": str(mask_path), "mask_voxels": int(inside.sum()),
+            "truth_voxels_inside": int((truth_bool & inside).sum()), "truth_voxels_outside": int((truth_bool & ~inside).sum())}
 
 
 def evaluate_files(pred_path: str | os.PathLike[str], truth_path: str | os.PathLike[str]) -> dict[str, float]:

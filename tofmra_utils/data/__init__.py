@@ -12,10 +12,13 @@ A prepared site lives in one folder (``RunPaths.site(...).root``)::
     dataset.json            subjects (absolute file paths), splits, seed, profile, sizes, cache key
     patches/train.npz       PatchSet of the training subjects (site B: the fine-tuning pool)
     patches/val.npz         PatchSet of the validation subjects
-    computed_masks/<id>.nii.gz   brain masks computed when none were given
+    computed_masks/<id>.nii.gz   brain masks computed when none were given (method: ``brain_mask`` in dataset.json)
     images/ labels/ masks/  the phantom's volumes (only when the phantom made them)
 
-Test subjects get no patches: they are evaluated on whole volumes (:meth:`SiteDataset.load_subject`).
+Test subjects get no patches: they are evaluated on whole volumes (:meth:`SiteDataset.load_subject`;
+user data, i.e. real heads, inside the brain mask: :attr:`SiteDataset.evaluate_in_brain_mask`).
+Every volume is read in the canonical axial orientation (:mod:`~tofmra_utils.data.orientation`):
+patch centres are voxel indices of that orientation, a no-op for volumes stored in RAS order.
 
 Patch geometry
 --------------
@@ -45,6 +48,8 @@ Modules
 :mod:`~tofmra_utils.data.discover`          pairing images with labels (and masks) by file-name stem
 :mod:`~tofmra_utils.data.prepare`           splits, the cache key, :func:`prepare_dataset` step by step
 :mod:`~tofmra_utils.data.phantom_site`      the phantom's sites and :func:`prepare_site` (notebook 01)
+:mod:`~tofmra_utils.data.brainmask`         brain masks of whole heads (``--brain-mask auto|tof|threshold|none``)
+:mod:`~tofmra_utils.data.orientation`       any orientation to one canonical axial (RAS) voxel order and back
 =========================================== ==================================================
 """
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..io import DataError, Volume, check_same_geometry, load_volume, read_json
 from ..patchset import PatchSet
-from .sampling import compute_brain_mask
+from .orientation import to_canonical
 
 __all__ = [
     "Subject",
@@ -52,20 +52,25 @@ class Subject:
     mask: Path | None
 
 
-def load_subject_volumes(subject: Subject) -> tuple[Volume, Volume, Volume, bool]:
+def load_subject_volumes(subject: Subject, mask_method: str = "threshold") -> tuple[Volume, Volume, Volume, str | None]:
     """Load and check one subject's volumes: the one loader of preparation and evaluation.
 
     Parameters
     ----------
     subject
         The subject's files; ``label`` must be set.
+    mask_method
+        How a missing mask is computed (:func:`~tofmra_utils.data.brainmask.brain_mask`:
+        ``"auto"``, ``"tof"``, ``"threshold"``); a given mask always wins.
 
     Returns
     -------
     image, label, mask, computed
-        (X, Y, Z) volumes with one geometry (float32 image, 0/1 uint8 label and mask) and whether
-        the mask was computed with :func:`~tofmra_utils.data.sampling.compute_brain_mask`
-        because the subject has none (the computed mask may be empty; preparation refuses that).
+        (X, Y, Z) volumes with one geometry (float32 image, 0/1 uint8 label and mask) and, when
+        the subject has no mask, the method that computed it (``"auto"`` resolved; ``None`` for
+        a given mask; the computed mask may be empty, preparation refuses that). The volumes are in the canonical axial (closest RAS) voxel
+        order of :func:`~tofmra_utils.data.orientation.to_canonical`, their affine adjusted so
+        every voxel keeps its world position; a volume already in that order is unchanged.
 
     Raises
     ------
@@ -73,16 +78,31 @@ def load_subject_volumes(subject: Subject) -> tuple[Volume, Volume, Volume, bool
         Naming the file: unreadable or invalid volume (:func:`~tofmra_utils.io.load_volume`), no
         label, label or mask geometry differing from the image's.
     """
+    from .brainmask import brain_mask
+
     image = load_volume(subject.image, "image")
     if subject.label is None:
         raise DataError(subject.image, "this subject has no label")
     label = load_volume(subject.label, "label")
     check_same_geometry(image, label)
+    mask = None
     if subject.mask is not None:
         mask = load_volume(subject.mask, "mask")
         check_same_geometry(image, mask)
-        return image, label, mask, False
-    return image, label, Volume(compute_brain_mask(image.data), image.affine, None), True
+    image, label = _canonical(image), _canonical(label)
+    if mask is not None:
+        return image, label, _canonical(mask), None
+    # Computed on the canonical volume: the TOF method fills holes slice by slice along the axial axis.
+    data, used = brain_mask(image.data, image.spacing, mask_method)
+    return image, label, Volume(data, image.affine, None), used
+
+
+def _canonical(volume: Volume) -> Volume:
+    """``volume`` in the canonical axial orientation (the same object when it already is)."""
+    data, affine, how = to_canonical(volume.data, volume.affine)
+    if how.is_identity:
+        return volume
+    return Volume(np.ascontiguousarray(data), affine, volume.path)
 
 
 class SiteDataset:
@@ -134,6 +154,16 @@ class SiteDataset:
     def profile(self) -> str:
         """Name of the profile the data set was prepared with."""
         return str(self.info.get("profile", ""))
+
+    @property
+    def evaluate_in_brain_mask(self) -> bool:
+        """Whether whole-volume evaluation counts only voxels inside the brain mask.
+
+        True for user data (real heads: their labels also cover neck and scalp vessels that
+        the study's brain-masked data never held); False for the phantom, whose labels lie
+        inside its brain and whose results stay as they were.
+        """
+        return self.info.get("source", {}).get("kind", "user data") != "phantom"
 
     @property
     def patch_size(self) -> int:
@@ -212,6 +242,20 @@ class SiteDataset:
             f"{100 * float(np.mean(fractions)):.2f}% (mean; {100 * min(fractions):.2f}-{100 * max(fractions):.2f}%)",
             f"  {'read from cache' if self.from_cache else 'prepared in %.1f s' % float(info.get('seconds', 'nan'))}: {self.root}",
         ]
+        computed = sorted({si["mask_method"] for si in info["subject_info"].values() if si.get("mask_computed") and "mask_method" in si})
+        if computed:
+            shares = [si["mask_fraction"] for si in info["subject_info"].values() if "mask_fraction" in si]
+            lines.insert(-1, f"  brain masks computed ({', '.join(computed)}): {100 * min(shares):.0f}-{100 * max(shares):.0f}% of the volume")
+        reoriented = {si["orientation"] for si in info["subject_info"].values() if "orientation" in si}
+        if reoriented:
+            lines.insert(-1, f"  reoriented to canonical axial (RAS): {', '.join(sorted(reoriented))}")
+        by_warning: dict[str, list[str]] = {}
+        for sid, si in info["subject_info"].items():
+            for warning in si.get("warnings", []):
+                by_warning.setdefault(warning, []).append(sid)
+        for warning, ids in by_warning.items():
+            who = ", ".join(ids) if len(ids) <= 3 else f"{len(ids)} subjects ({', '.join(ids[:2])}, ...)"
+            lines.insert(-1, f"  warning: {warning} [{who}]")
         phantom_seconds = info.get("source", {}).get("seconds")
         if source == "phantom" and phantom_seconds is not None and not self.from_cache:
             lines[-1] += f" (phantom volumes written in {float(phantom_seconds):.1f} s before)"

@@ -43,7 +43,9 @@ from .dataset import (
     load_dataset,
     load_subject_volumes,
 )
-from .discover import match_inputs
+from .brainmask import BRAIN_MASK_METHODS
+from .discover import input_warnings, match_inputs
+from .orientation import axis_codes, from_canonical, reorientation
 from .sampling import empty_patchset, extract_patches
 
 __all__ = ["prepare_dataset", "split_subjects"]
@@ -105,10 +107,15 @@ def _volume_files(subjects: list[Subject]) -> dict[str, dict[str, dict[str, Any]
     }
 
 
-def _settings(profile: Profile, site: str, seed: int) -> dict[str, Any]:
-    """Every setting that changes what a preparation writes (recorded in ``dataset.json`` and the unit's record)."""
+def _settings(profile: Profile, site: str, seed: int, brain_mask: str | None = None) -> dict[str, Any]:
+    """Every setting that changes what a preparation writes (recorded in ``dataset.json`` and the unit's record).
+
+    ``brain_mask`` (the method of computed masks) is a setting only when masks are computed:
+    with given masks (the phantom's) the settings, and so the cache key, stay as they were.
+    """
     n_val, n_test = _split_sizes(profile, site)
     d = profile.data
+    extra = {} if brain_mask is None else {"brain_mask": brain_mask}
     return {
         "format_version": FORMAT_VERSION,
         "profile": profile.name,
@@ -121,6 +128,7 @@ def _settings(profile: Profile, site: str, seed: int) -> dict[str, Any]:
         "vessel_patch_fraction": d.vessel_patch_fraction,
         "image_padding": "edge",
         "label_padding": "zero",
+        **extra,
     }
 
 
@@ -171,14 +179,22 @@ def _open_unit(unit: ResumableUnit, force: bool) -> None:
 
 
 # ============================================================================ one subject
+def _input_geometry(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The 4x4 affine and (X, Y, Z) shape of a NIfTI file as stored (before reorientation); reads the header only."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    return np.asarray(img.affine, dtype=np.float64), tuple(int(v) for v in img.shape[:3])  # type: ignore[return-value]
+
+
 def _subject_rng(seed: int, site: str, subject_id: str) -> np.random.Generator:
     """One generator per subject: its patches do not depend on which other subjects exist."""
     return np.random.default_rng([int(seed), SITES.index(site), zlib.crc32(subject_id.encode())])
 
 
-def _validate_subject(subject: Subject) -> tuple[Volume, Volume, Volume, bool]:
-    """Load and check one subject's volumes; returns image, label, mask and whether the mask was computed."""
-    image, label, mask, computed = load_subject_volumes(subject)
+def _validate_subject(subject: Subject, mask_method: str = "threshold") -> tuple[Volume, Volume, Volume, str | None]:
+    """Load and check one subject's volumes; returns image, label, mask and the method of a computed mask (else None)."""
+    image, label, mask, computed = load_subject_volumes(subject, mask_method)
     # Only preparation refuses an empty computed mask: it has no brain voxel to centre random patches on.
     if computed and not mask.data.any():
         raise DataError(subject.image, "the computed brain mask is empty (no tissue above the intensity threshold); provide masks")
@@ -186,21 +202,25 @@ def _validate_subject(subject: Subject) -> tuple[Volume, Volume, Volume, bool]:
 
 
 def _process_subject(
-    subject: Subject, split: str, data: DataConfig, seed: int, site: str, staging: Path
+    subject: Subject, split: str, data: DataConfig, seed: int, site: str, staging: Path, mask_method: str = "threshold"
 ) -> tuple[dict[str, Any], PatchSet | None, Path | None]:
     """Validate one subject, sample its patches (train/val only), stage a computed mask.
 
     Returns what ``dataset.json`` records about the subject, its patches (``None`` for test
     subjects) and the staged mask file (``None`` when a mask was given).
     """
-    image, label, mask, computed = _validate_subject(subject)
+    t0 = time.perf_counter()
+    image, label, mask, computed = _validate_subject(subject, mask_method)
+    load_seconds = time.perf_counter() - t0
     patches = None
     if split in PATCH_SPLITS:
         patches = extract_patches(image.data, label.data, mask.data, data.patches_per_subject, data.patch_size,
                                   data.vessel_patch_fraction, _subject_rng(seed, site, subject.id), subject=subject.id)
     mask_file = None
-    if computed:
-        mask_file = save_volume(staging / f"{subject.id}.nii.gz", mask.data.astype(np.uint8), mask.affine)
+    if computed is not None:
+        # Written in the input's own voxel order and affine, so it pairs with the image file like a given mask.
+        how = reorientation(*_input_geometry(subject.image))
+        mask_file = save_volume(staging / f"{subject.id}.nii.gz", from_canonical(mask.data.astype(np.uint8), how), how.input_affine)
     brain = mask.data > 0
     info = {
         "split": split,
@@ -209,9 +229,19 @@ def _process_subject(
         "brain_voxels": int(brain.sum()),
         "vessel_voxels": int(label.data.sum()),
         "vessel_fraction": float(label.data[brain].sum() / max(1, brain.sum())),
-        "mask_computed": computed,
+        "mask_computed": computed is not None,
         "n_patches": 0 if patches is None else len(patches),
     }
+    if computed is not None:
+        info["mask_method"] = computed
+        info["mask_fraction"] = round(float(brain.mean()), 6)
+        info["load_and_mask_seconds"] = round(load_seconds, 3)
+    checks = input_warnings(subject.image, image.spacing)
+    if checks:
+        info["warnings"] = checks
+    orientation = axis_codes(_input_geometry(subject.image)[0])
+    if orientation != "RAS":
+        info["orientation"] = f"{orientation} -> RAS"
     return info, patches, mask_file
 
 
@@ -224,6 +254,7 @@ def _sample_subjects(
     site: str,
     staging: Path,
     progress: bool,
+    mask_method: str = "threshold",
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[PatchSet]], dict[str, Path]]:
     """Validate and sample every subject before anything final is written.
 
@@ -247,7 +278,7 @@ def _sample_subjects(
     try:
         for subject in tqdm(subjects, desc=f"site {site}", unit="subject", disable=not progress):
             split = split_of[subject.id]
-            info_s, patches, mask_file = _process_subject(subject, split, data, seed, site, staging)
+            info_s, patches, mask_file = _process_subject(subject, split, data, seed, site, staging, mask_method)
             subject_info[subject.id] = info_s
             if patches is not None:
                 per_split[split].append(patches)
@@ -308,6 +339,7 @@ def prepare_dataset(
     *,
     source: dict[str, Any] | None = None,
     progress: bool = False,
+    brain_mask: str = "auto",
 ) -> SiteDataset:
     """Turn a folder of NIfTI volumes into a prepared site (cached).
 
@@ -337,6 +369,12 @@ def prepare_dataset(
         Provenance stored in ``dataset.json`` (the phantom passes its settings).
     progress
         Show a progress bar over subjects.
+    brain_mask
+        How masks are computed when ``masks_dir`` is not given (given masks always win): one of
+        :data:`~tofmra_utils.data.brainmask.BRAIN_MASK_METHODS`. ``"auto"``: the TOF-specific
+        :func:`~tofmra_utils.data.brainmask.tof_brain_mask` for whole heads, the intensity
+        threshold for volumes already brain-masked; ``"none"``: the whole volume. Recorded in
+        ``dataset.json`` (``brain_mask``, and per subject ``mask_method``).
 
     Returns
     -------
@@ -369,9 +407,11 @@ def prepare_dataset(
     masks_path = Path(masks_dir).resolve() if masks_dir is not None else None
     out = Path(out_dir).resolve()
     seed = prof.seed if seed is None else int(seed)
+    if brain_mask not in BRAIN_MASK_METHODS:
+        raise ValueError(f"brain_mask must be one of {', '.join(BRAIN_MASK_METHODS)}, got {brain_mask!r}")
 
     subjects = match_inputs(images_path, labels_path, masks_path)
-    settings = _settings(prof, site, seed)
+    settings = _settings(prof, site, seed, None if masks_path is not None else brain_mask)
     unit = _preparation_unit(out, subjects, settings)
     key = unit.fingerprint
     if not force:
@@ -381,7 +421,8 @@ def prepare_dataset(
 
     splits = _split_site(subjects, settings, images_path)
     staging = out / f".{COMPUTED_MASKS}.partial-{os.getpid()}"
-    subject_info, per_split, staged = _sample_subjects(subjects, splits, prof.data, seed, site, staging, progress)
+    subject_info, per_split, staged = _sample_subjects(subjects, splits, prof.data, seed, site, staging, progress,
+                                                      brain_mask)
     # The unit opens only now, with every subject valid: a preparation that fails on a bad
     # subject leaves the folder as it was (a stored data set and its record included).
     _open_unit(unit, force)
@@ -397,6 +438,7 @@ def prepare_dataset(
         "cache_key": key,
         "source": dict(source or {"kind": "user data"}),
         "inputs": {"images": str(images_path), "labels": str(labels_path), "masks": None if masks_path is None else str(masks_path)},
+        "brain_mask": "given" if masks_path is not None else brain_mask,
         "settings": settings,
         "subjects": {s.id: {"image": str(s.image), "label": str(s.label), "mask": None if s.mask is None else str(s.mask)} for s in final_subjects},
         "splits": splits,

@@ -208,6 +208,8 @@ def segment_file(
     threshold: float = 0.5,
     batch_size: int = 256,
     save_probability: bool = False,
+    brain_mask: str = "auto",
+    reorient: bool = False,
 ) -> Path:
     """Segment one NIfTI volume and write the result with the input's geometry.
 
@@ -220,8 +222,15 @@ def segment_file(
     out_path
         Output NIfTI; written atomically with the image's affine and header (units, descriptions).
     mask_path
-        Brain mask with the image's geometry; computed with
-        :func:`tofmra_utils.data.compute_brain_mask` when not given.
+        Brain mask with the image's geometry; computed by ``brain_mask`` when not given.
+    brain_mask
+        Method of the computed mask (:func:`tofmra_utils.data.brainmask.brain_mask`; ``"auto"``:
+        the TOF method for whole heads, the intensity threshold for skull-stripped volumes).
+    reorient
+        Predict on the canonical axial (RAS) orientation the training patches were cut in
+        (:func:`~tofmra_utils.data.orientation.to_canonical`), then write the result back in the
+        input's own voxel order and affine (``tofmra segment`` does; off by default here so a
+        caller's arrays map one to one).
     mode, overlap, batch_size
         See :func:`predict_volume`.
     threshold
@@ -236,7 +245,8 @@ def segment_file(
     """
     import nibabel as nib
 
-    from ..data import compute_brain_mask
+    from ..data.brainmask import brain_mask as compute_mask
+    from ..data.orientation import from_canonical, to_canonical
 
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
@@ -247,9 +257,17 @@ def segment_file(
         check_same_geometry(image, mask_vol)
         mask = mask_vol.data
     else:
-        mask = np.asarray(compute_brain_mask(image.data)).astype(np.uint8)
-    prob = predict_volume(model, info, image.data, mask, int(info["patch_size"]), mode=mode, overlap=overlap,
+        mask = None
+    data, affine, how = to_canonical(image.data, image.affine) if reorient else (image.data, image.affine, None)
+    if mask is None:
+        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        mask = np.asarray(compute_mask(data, tuple(float(v) for v in spacing), brain_mask)[0]).astype(np.uint8)
+    elif how is not None:
+        mask = to_canonical(mask, image.affine)[0]
+    prob = predict_volume(model, info, data, mask, int(info["patch_size"]), mode=mode, overlap=overlap,
                           batch_size=batch_size)
+    if how is not None:
+        prob = from_canonical(prob, how)
     out = prob if save_probability else (prob >= threshold).astype(np.uint8)
     header = nib.load(str(image_path)).header.copy()
     header.set_data_dtype(out.dtype)
@@ -302,18 +320,28 @@ def evaluate_subjects(
         tool's randomized search replayed with seed 0,
         :func:`~tofmra_utils.metrics.hd_quantile_tool_emulation`: what stands beside the study's
         numbers); see :mod:`tofmra_utils.metrics` for empty masks (NaN distances).
+        ``attrs["evaluated_in"]`` says where: ``"brain mask"`` for data sets whose
+        ``evaluate_in_brain_mask`` is true (user data: real heads, whose labels also cover neck
+        and scalp vessels; prediction and label are both cut to the brain mask, as the study's
+        brain-masked data were), else ``"whole volume"`` (the phantom).
     """
     from ..metrics import evaluate_masks, hd_quantile_tool_emulation
 
     subjects = dataset.subjects_in(split)
     if not subjects:
         raise DataError(getattr(dataset, "root", None), f"split {split!r} has no subjects to evaluate")
+    in_brain = bool(getattr(dataset, "evaluate_in_brain_mask", False))
     rows = []
     for subject in subjects:
-        image, label, _mask, prob = predict_subject(model, info, dataset, subject.id, mode=mode, overlap=overlap,
-                                                    device=device, batch_size=batch_size)
+        image, label, mask, prob = predict_subject(model, info, dataset, subject.id, mode=mode, overlap=overlap,
+                                                   device=device, batch_size=batch_size)
         pred = prob >= threshold
-        scores = evaluate_masks(pred, label.data, image.spacing)
+        truth = label.data
+        if in_brain:  # real heads: labelled neck and scalp vessels lie outside what the study evaluated
+            truth, pred = truth * (mask.data > 0), pred & (mask.data > 0)
+        scores = evaluate_masks(pred, truth, image.spacing)
         rows.append({"subject": subject.id, **{k: float(scores[k]) for k in ("dsc", "hd95_mm", "hd95_study")},
-                     "hd95_tool": float(hd_quantile_tool_emulation(pred, label.data > 0, seed=TOOL_SEED))})
-    return pd.DataFrame(rows, columns=["subject", "dsc", "hd95_mm", "hd95_study", "hd95_tool"])
+                     "hd95_tool": float(hd_quantile_tool_emulation(pred, truth > 0, seed=TOOL_SEED))})
+    table = pd.DataFrame(rows, columns=["subject", "dsc", "hd95_mm", "hd95_study", "hd95_tool"])
+    table.attrs["evaluated_in"] = "brain mask" if in_brain else "whole volume"
+    return table
