@@ -109,3 +109,12 @@ def test_seed_spread_states_only_the_order_the_seeds_support(tmp_path, capsys):
     assert "different profiles" in capsys.readouterr().err
     assert main(["report", "--run", str(runs[0]), "--seeds", str(runs[0])]) == 2
     assert "repeat a seed" in capsys.readouterr().err
+
+
+def test_privacy_audit_headlines_come_from_notebook_07():
+    summary = {"notebooks": {"07_privacy_audit": {"status": "ok", "results": {
+        "primary_features": "pixels", "copy_rate_wgan_gp": 0.012, "mia_auc_wgan_gp": 0.53}}}}
+    rows = {h.quantity: h.value for h in headlines(summary)}
+    assert rows == {"WGAN-GP synthetic set: copy rate (privacy audit, pixels)": 0.012,
+                    "WGAN-GP synthetic set: membership-inference AUC (black-box; 0.5 = no leak)": 0.53}
+    assert "| WGAN-GP synthetic set: copy rate (privacy audit, pixels) | 0.012 | - | - |" in results_markdown(summary)

@@ -78,6 +78,15 @@ def headlines(summary: dict[str, Any]) -> list[Headline]:
             if tl.get(f"synthetic_gain_dsc_{size}") is not None:
                 out.append(Headline(f"site B, {n} subject{'s' if n != 1 else ''}: gain of synthetic pretraining (DSC)",
                                     tl[f"synthetic_gain_dsc_{size}"], tl.get(f"synthetic_gain_dsc_{size}_sd"), over_seeds))
+    audit = _results(summary, "07_privacy_audit")
+    space = audit.get("primary_features", "pixels")
+    for key, label in GAN_LABELS.items():
+        if f"copy_rate_{key}" in audit:
+            out.append(Headline(f"{label} synthetic set: copy rate (privacy audit, {space})", audit[f"copy_rate_{key}"],
+                                None, ""))
+        if f"mia_auc_{key}" in audit:
+            out.append(Headline(f"{label} synthetic set: membership-inference AUC (black-box; 0.5 = no leak)",
+                                audit[f"mia_auc_{key}"], None, ""))
     return out
 
 
