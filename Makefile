@@ -16,7 +16,7 @@ TEST_RUN := runs/test-smoke
 # Extra training seeds for `make seeds` (the main run uses the profile's own seed).
 SEEDS   ?= 1 2
 
-.PHONY: install reproduce run book test unit notebooks bench seeds clean help
+.PHONY: install reproduce run book test unit notebooks bench seeds clean help browser
 
 help:
 	@echo "make reproduce   run notebooks 01-06 on the phantom (PROFILE=$(PROFILE)) and build the book"
@@ -43,7 +43,15 @@ run: $(STAMP)
 book: $(STAMP)
 	$(BIN)/tofmra book --profile $(PROFILE)
 
-test: $(STAMP)
+# Headless Chromium and its driver for tests/test_pipeline_book_browser.py (Debian packages); nothing happens
+# when both are present, and without apt-get the browser test is skipped, with its reason.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "make browser: no apt-get here; install chromium and chromedriver to run the book's browser test"; fi
+
+test: $(STAMP) browser
 	rm -rf $(TEST_RUN)
 	TOFMRA_RUN_DIR=$(CURDIR)/$(TEST_RUN) $(BIN)/python -m pytest
 

@@ -206,7 +206,7 @@ def test_run_paths_figure_table_and_exercise_names(tmp_path):
     assert paths.figure_file("dcgan_losses.png") == results / "dcgan_losses.png"
     assert paths.figure_file("unet_errors_real.png") == results / "unet_errors_real.png"
     assert paths.table_file("unet_synthetic_vs_real.csv") == results / "unet_synthetic_vs_real.csv"
-    assert paths.exercise_dir("random_only") == (tmp_path / "run" / "exercise_random_only").resolve()
+    assert paths.exercise_dir("random_only") == (tmp_path / "run" / "exercises" / "random_only").resolve()
     assert not (tmp_path / "run").exists(), "asking for a path creates nothing"
 
 

@@ -25,7 +25,7 @@ from .profiles import Profile, get_profile
 from .runs import RunPaths, default_run_dir
 from .seeding import default_device, set_determinism
 
-__all__ = ["NotebookContext", "setup_notebook", "is_headless"]
+__all__ = ["NotebookContext", "setup_notebook", "is_headless", "override_profile"]
 
 DEFAULT_PROFILE = "course"
 
@@ -105,6 +105,41 @@ class NotebookContext:
             f"NotebookContext(name={self.name!r}, profile={self.profile.name!r}, "
             f"run_dir='{self.paths.root}', device={self.device.type!r}, headless={self.headless})"
         )
+
+
+def override_profile(profile: Profile, **overrides: Any) -> Profile:
+    """A copy of ``profile`` with some settings changed, for exercises and experiments.
+
+    Keys are dotted paths into the profile, with ``__`` standing for the dot so they can be
+    keyword arguments; a ``dict`` field (the GAN variants) is entered by its key::
+
+        p = override_profile(ctx.profile, unet__max_steps=20, gan__variants__dcgan__lr=1e-4,
+                             transfer__pretrained_gan="dcgan")
+
+    The package's profiles are not changed; nothing needs editing in ``profiles.py``.
+
+    Raises
+    ------
+    KeyError
+        A path that names no setting, with the settings available at that level.
+    """
+    import dataclasses
+
+    def replace(obj: Any, path: list[str], value: Any, done: str) -> Any:
+        key, rest = path[0], path[1:]
+        if isinstance(obj, dict):
+            if key not in obj:
+                raise KeyError(f"{done}{key}: no such entry; choose one of {', '.join(map(str, obj))}")
+            return {**obj, key: replace(obj[key], rest, value, f"{done}{key}.") if rest else value}
+        names = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+        if key not in names:
+            raise KeyError(f"{done}{key}: no such setting; choose one of {', '.join(names) or '(none: not a group)'}")
+        new = replace(getattr(obj, key), rest, value, f"{done}{key}.") if rest else value
+        return dataclasses.replace(obj, **{key: new})
+
+    for dotted, value in overrides.items():
+        profile = replace(profile, dotted.replace("__", ".").split("."), value, "")
+    return profile
 
 
 def setup_notebook(name: str, profile: str = "", run_dir: str = "", seed_offset: int = 0) -> NotebookContext:

@@ -17,7 +17,7 @@ Notebooks and commands never build these paths by hand; they ask a :class:`RunPa
         unets/<name>/           U-net checkpoints and training log ("real", "dcgan", ...)
         transfer/               transfer-learning runs and results
         results/                <notebook>.json key results, *.csv tables (table_file), *.png figures (figure_file)
-        exercise_<name>/        what a notebook's exercise writes (exercise_dir), apart from the study's files
+        exercises/<name>/       what a notebook's exercise writes (exercise_dir), apart from the study's files
         notebooks/              executed notebooks (tofmra run)
         book/                   the staged and built Jupyter Book (book_dir)
         summary.json            per-notebook status, time and key results
@@ -186,7 +186,7 @@ class RunPaths:
         return self.results_dir / _plain_name(name, "table file", ".csv")
 
     def exercise_dir(self, name: str) -> Path:
-        """Folder of a notebook exercise's outputs: ``exercise_<name>/`` (e.g. ``exercise_random_only``).
+        """Folder of a notebook exercise's outputs: ``exercises/<name>/`` (e.g. ``exercises/random_only``).
 
         Exercises write beside, never into, the folders the study's notebooks read, so trying
         one does not invalidate a cached step.
@@ -196,7 +196,7 @@ class RunPaths:
         ValueError
             ``name`` is empty or has a folder part.
         """
-        return self.root / f"exercise_{_plain_name(name, 'exercise')}"
+        return self.root / "exercises" / _plain_name(name, "exercise")
 
     @property
     def notebooks_dir(self) -> Path:
