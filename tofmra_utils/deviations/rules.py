@@ -422,7 +422,32 @@ _TRANSFER: tuple[_Rule, ...] = (
           applies=lambda p: "frozen_encoder" in p.transfer.finetunes),
 )
 
+# ---------------------------------------------------------------------------- the DP GAN (notebook 08)
+_DP_STUDY = "the 2022 follow-up study (Kossen et al., Front AI 5:813842)"
+
+_DP: tuple[_Rule, ...] = (
+    _Rule("GAN", "DP GAN: privacy unit", f"{_DP_STUDY}: epsilon accounted per patch (1000 patches per patient)",
+          lambda ps: _per_profile(ps, lambda p: f"per {p.dp.unit}" + (
+              f", plus one run per patch at epsilon {_fmt(p.dp.patch_epsilon)}" if p.dp.patch_epsilon else "")),
+          "A patient gives hundreds of patches, so a per-patch epsilon says little about a patient; patients are "
+          "sampled and the sum of each patient's patch gradients is clipped (`gan/dp.py`). The per-patch run shows "
+          "the patient-level epsilon of the study's accounting.",
+          fields=("dp.unit",)),
+    _Rule("GAN", "DP GAN: epsilons", f"{_DP_STUDY}: epsilon 7.4 (delta 1/41000) and no privacy",
+          _setting("dp.target_epsilons"),
+          "With a few training patients (CPU profiles), a patient-level epsilon near 7.4 leaves the critic nothing "
+          "but noise; the sweep's private point sits where the accountant reports it for the profile's steps.",
+          fields=("dp.target_epsilons",)),
+    _Rule("GAN", "DP GAN: critic and its loss", f"{_DP_STUDY}: opacus 0.14 on a WGAN critic with weight clipping "
+          "0.01 and RMSprop (the gradient penalty commented out: opacus cannot differentiate it twice)",
+          "the WGAN-GP critic (layer norm, gradient penalty inside each clipped per-example loss) with Adam, "
+          "per-example gradients by `torch.func` (`functional_call` + `vmap(grad)`), accounting by `dp-accounting`",
+          "The gradient penalty is the project's WGAN; `torch.func` supports its double backward per example. "
+          "Adam on privatized gradients is post-processing.",
+          applies=lambda p: True),
+)
+
 #: The registry: every entry, in table order.
-_RULES: tuple[_Rule, ...] = (*_DATA, *_GAN, *_UNET, *_EVALUATION, *_TRANSFER)
+_RULES: tuple[_Rule, ...] = (*_DATA, *_GAN, *_DP, *_UNET, *_EVALUATION, *_TRANSFER)
 
 

@@ -129,6 +129,10 @@ STUDY_SETTINGS: tuple[StudySetting, ...] = (
     StudySetting("transfer.n_subjects", tuple(range(1, 16)), derive=_positive),
     StudySetting("transfer.pretrained_gan", "wgan_gp_sn"),
     StudySetting("transfer.eval_mode", "tiles"),
+    # The DP GAN follows the 2022 follow-up study (Kossen et al., Front AI 5:813842; REFERENCE.md).
+    StudySetting("dp.unit", "patch"),
+    StudySetting("dp.delta", 1.0 / 41000),
+    StudySetting("dp.target_epsilons", (float("inf"), 7.4)),
 )
 
 _BY_PATH: dict[str, StudySetting] = {s.path: s for s in STUDY_SETTINGS}
