@@ -19,7 +19,7 @@ SEEDS   ?= 1 2
 .PHONY: install reproduce run book test unit notebooks bench seeds clean help browser
 
 help:
-	@echo "make reproduce   run notebooks 01-06 on the phantom (PROFILE=$(PROFILE)) and build the book"
+	@echo "make reproduce   run notebooks 00-08 on the phantom (PROFILE=$(PROFILE)) and build the book"
 	@echo "make test        unit tests + the smoke study through papermill + every notebook under nbval"
 	@echo "make unit        the fast unit tests only (skips tests marked slow)"
 	@echo "make run|book    only the pipeline / only the book (PROFILE=smoke|course|paper)"

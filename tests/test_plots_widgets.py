@@ -53,4 +53,5 @@ def test_slice_viewer_is_a_widget_in_a_live_session():
 def test_every_cli_command_has_help():
     parser = build_parser()
     commands = set(parser._subparsers._group_actions[0].choices)  # noqa: SLF001 - argparse has no public accessor
-    assert commands == {"run", "book", "report", "clean", "phantom", "fetch", "prepare", "generate", "segment", "evaluate"}
+    assert commands == {"run", "book", "report", "clean", "phantom", "fetch", "prepare", "generate", "segment", "evaluate",
+                        "audit", "export", "sweep", "course-kit"}

@@ -28,6 +28,10 @@ __all__ = [
     "GanConfig",
     "UnetConfig",
     "TransferConfig",
+    "PrivacyConfig",
+    "StageResources",
+    "SweepConfig",
+    "DpConfig",
     "Profile",
     "PROFILES",
     "GAN_NAMES",
@@ -358,6 +362,124 @@ class TransferConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Privacy audit of the synthetic sets (notebook 07, ``tofmra audit``, ``tofmra export``).
+
+    The study ran no audit; these settings only size it (:mod:`tofmra_utils.privacy`).
+
+    Attributes
+    ----------
+    max_per_set
+        At most this many patches of each set (synthetic, training, held-out) enter an audit,
+        drawn at random with the audit's seed; distances cost ``O(n^2)``.
+    feature_spaces
+        Spaces notebook 07 audits in (:data:`tofmra_utils.privacy.FEATURE_SPACES`); the first is
+        the one written into the datasheet and checked by ``tofmra export``.
+    max_copy_rate
+        ``tofmra export`` refuses a set whose copy rate exceeds this (the calibration alone flags
+        about 1 % of unseen real patches).
+    bootstrap
+        Resamples of the bootstrap interval of the attack AUC.
+    nearest_k
+        Neighbours of precision / recall / density / coverage (Naeem et al. 2020 use 5).
+    """
+
+    max_per_set: int = 2000
+    feature_spaces: tuple[str, ...] = ("pixels", "unet", "random")
+    max_copy_rate: float = 0.05
+    bootstrap: int = 200
+    nearest_k: int = 5
+
+
+@dataclass(frozen=True)
+class StageResources:
+    """What one job of a sweep stage asks its executor for (``tofmra sweep``, :mod:`tofmra_utils.sweep`).
+
+    Attributes
+    ----------
+    minutes
+        Wall-clock limit of one job in minutes (SLURM ``--time``; the local executor's timeout).
+    cpus
+        CPU cores per job (SLURM ``--cpus-per-task``; torch threads of the job).
+    gpus
+        GPUs per job (SLURM ``--gpus-per-node``; 0: CPU only).
+    mem_gb
+        Memory per job in GB (SLURM ``--mem``).
+    """
+
+    minutes: int = 60
+    cpus: int = 1
+    gpus: int = 0
+    mem_gb: int = 4
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Job resources per sweep stage: one job per GAN training, U-net training or transfer run.
+
+    Not study settings: they size jobs, they change no result.
+    """
+
+    gans: StageResources = StageResources()
+    unets: StageResources = StageResources()
+    transfer: StageResources = StageResources()
+
+
+@dataclass(frozen=True)
+class DpConfig:
+    """Differentially private WGAN-GP (notebook 08, :mod:`tofmra_utils.gan.dp`).
+
+    The follow-up study (Kossen et al. 2022) trained its GAN with DP-SGD at epsilon 7.4 per
+    *patch* (delta 1/41000); here the critic is trained privately per patient or per patch.
+
+    Attributes
+    ----------
+    target_epsilons
+        Epsilons of the sweep, each met by the smallest noise multiplier the RDP accountant
+        allows (:func:`tofmra_utils.privacy_accounting.noise_multiplier_for`); ``inf``: no noise
+        and no clipping (the non-private reference trained by the same loop).
+    delta
+        Delta of every guarantee (the 2022 study: 1/41000, one over its real patches).
+    unit
+        Who a guarantee protects: ``"patient"`` (patients Poisson-sampled, the sum of each
+        patient's patch gradients clipped) or ``"patch"`` (patches sampled and clipped one by one,
+        the 2022 study's accounting).
+    clip_norm
+        L2 clipping norm C of a unit's critic gradient.
+    steps
+        Generator steps of each run (each with ``n_critic`` private critic steps).
+    batch_size
+        Expected real patches per critic step (the sampling rate follows from it).
+    patches_per_patient
+        Patient mode: patches drawn from each sampled patient per critic step.
+    patch_epsilon
+        A further run trained and accounted per patch at this epsilon, beside the sweep, to show
+        its patient-level epsilon (``None``: none; the paper profile sweeps per patch already).
+    unet_steps
+        Optimizer steps of each run's U-net (notebook 05's protocol otherwise); ``None``: what
+        the profile gives the real set.
+    """
+
+    target_epsilons: tuple[float, ...] = (float("inf"), 7.4)
+    delta: float = 1.0 / 41000
+    unit: str = "patch"
+    clip_norm: float = 1.0
+    steps: int = 20000
+    batch_size: int = 300
+    patches_per_patient: int = 32
+    patch_epsilon: float | None = None
+    unet_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("patient", "patch"):
+            raise ValueError(f"unit must be 'patient' or 'patch', got {self.unit!r}")
+        if not self.target_epsilons or any(not e > 0 for e in self.target_epsilons):
+            raise ValueError(f"target_epsilons must be positive numbers (inf allowed), got {self.target_epsilons}")
+        if not 0.0 < self.delta < 1.0:
+            raise ValueError(f"delta must lie strictly between 0 and 1, got {self.delta}")
+
+
+@dataclass(frozen=True)
 class Profile:
     """One complete set of sizes for a run of the pipeline."""
 
@@ -368,6 +490,9 @@ class Profile:
     gan: GanConfig
     unet: UnetConfig
     transfer: TransferConfig
+    privacy: PrivacyConfig = PrivacyConfig()
+    sweep: SweepConfig = SweepConfig()
+    dp: DpConfig = DpConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict view (JSON-serializable) for manifests and summaries."""
@@ -421,6 +546,11 @@ SMOKE = Profile(
     unet=UnetConfig(base_width=4, depth=4, dropout=0.1, batch_size=32, epochs=1, lr=1e-3, max_steps=10, loss="dice_bce"),
     transfer=TransferConfig(n_subjects=(0, 1, 2), seeds=(0,), steps_per_subject=3, min_steps=5, lr=1e-3, batch_size=16,
                             val_checks=2),
+    privacy=PrivacyConfig(max_per_set=256, bootstrap=100),
+    dp=DpConfig(target_epsilons=(float("inf"), 10.0), unit="patient", steps=4, batch_size=16, patches_per_patient=4,
+                patch_epsilon=7.4, unet_steps=6),
+    sweep=SweepConfig(gans=StageResources(minutes=10, cpus=1, mem_gb=4), unets=StageResources(minutes=10, cpus=1, mem_gb=4),
+                      transfer=StageResources(minutes=10, cpus=1, mem_gb=4)),
 )
 
 COURSE = Profile(
@@ -483,6 +613,17 @@ COURSE = Profile(
     # patches at n = 1 and 2 at n = 10), the weights chosen on 2 site-B validation subjects.
     transfer=TransferConfig(n_subjects=(0, 1, 3, 10), seeds=(0, 1, 2), steps_per_subject=25, min_steps=80, lr=5e-4,
                             batch_size=32, arms=("scratch", "synthetic"), finetunes=("full",)),
+    privacy=PrivacyConfig(max_per_set=2000, bootstrap=200),
+    # DP GAN (notebook 08): one private run per patient at epsilon 10 and one per patch at the 2022 study's 7.4,
+    # beside the non-private reference, 200 generator steps each (not the 625 of notebook 03) and 150-step U-nets
+    # (not 400), so the notebook fits its 10 minutes. Measured with course-sized random patches, one torch thread,
+    # CPU seconds per generator step at batch 32: 0.62 per patient (per-example gradients), 0.41 per patch, 0.25
+    # non-private; U-net 0.36 per step: about 260 s of GAN and 165 s of U-net training in all.
+    dp=DpConfig(target_epsilons=(float("inf"), 10.0), unit="patient", steps=200, batch_size=32, patches_per_patient=8,
+                patch_epsilon=7.4, unet_steps=150),
+    # Limits well above a course stage's time on two laptop cores (summary.json records each notebook's).
+    sweep=SweepConfig(gans=StageResources(minutes=30, cpus=2, mem_gb=8), unets=StageResources(minutes=20, cpus=2, mem_gb=8),
+                      transfer=StageResources(minutes=20, cpus=2, mem_gb=8)),
 )
 
 PAPER = Profile(
@@ -517,6 +658,12 @@ PAPER = Profile(
         n_subjects=tuple(range(0, 16)), seeds=(0, 1, 2), steps_per_subject=160, min_steps=500, lr=1e-4,
         batch_size=64, val_checks=10,
     ),
+    privacy=PrivacyConfig(max_per_set=10000, bootstrap=1000),
+    # One GPU per job. Never measured on a GPU: `tofmra run --profile paper --dry-run` projects each stage's time on
+    # the device at hand; set the limits from that projection (README, "Sweeps").
+    sweep=SweepConfig(gans=StageResources(minutes=48 * 60, cpus=8, gpus=1, mem_gb=64),
+                      unets=StageResources(minutes=12 * 60, cpus=8, gpus=1, mem_gb=64),
+                      transfer=StageResources(minutes=4 * 60, cpus=8, gpus=1, mem_gb=32)),
 )
 
 #: All profiles by name.

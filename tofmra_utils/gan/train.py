@@ -42,6 +42,7 @@ from ..profiles import GAN_NAMES, GanSettings, Profile
 from ..progress import report as report_progress
 from ..resumable import ResumableUnit, array_digest
 from ..seeding import default_device, get_rng_state, set_determinism, set_rng_state
+from ..unet.train import cuda_speedups
 from .augment import AugmentedCritic
 from .ema import GeneratorEma
 from .losses import GanLoss, loss_for
@@ -175,7 +176,8 @@ class _Gan:
         settings = profile.gan.variants[name]
         set_determinism(seed)
         generator, critic = build_gan(name, profile)
-        generator, critic = generator.to(device), critic.to(device)
+        speed = cuda_speedups(device)  # channels-last weights on CUDA when switched on; nothing on a CPU
+        generator, critic = speed.layout(generator.to(device)), speed.layout(critic.to(device))
         betas = (float(settings.betas[0]), float(settings.betas[1]))
         ema = GeneratorEma(generator, profile.gan.ema_decay) if profile.gan.ema_decay else None
         return cls(
@@ -305,7 +307,8 @@ def train_gan(
     variant = profile.gan.variants[name]
     total_steps = total_generator_steps(len(train), batch_size, variant.epochs, variant.min_steps)
     stop_at = total_steps if stop_after_steps is None else min(total_steps, int(stop_after_steps))
-    unit = ResumableUnit(out_dir, _run_settings(name, train, profile, batch_size, seed), state_name=CHECKPOINT_NAME,
+    unit = ResumableUnit(out_dir, {**_run_settings(name, train, profile, batch_size, seed), **cuda_speedups(device).settings()},
+                         state_name=CHECKPOINT_NAME,
                          history_name=LOSSES_NAME, owned=[SAMPLES_DIR, SNAPSHOTS_DIR])
     unit.open(fresh=not resume)
     gan = _Gan.create(name, profile, len(train), batch_size, seed, device)
@@ -364,8 +367,12 @@ def _train_steps(gan: _Gan, data: torch.Tensor, profile: Profile, unit: Resumabl
     """Generator steps from ``step`` to ``stop_at`` (:func:`~tofmra_utils.gan.step.gan_step`), with
     the log row, a NaN guard, the weight average, sample grids, the label monitor, snapshots and
     checkpoints; returns the step reached."""
-    def next_real() -> torch.Tensor:  # data stays on the CPU; batches move to the device
-        return data[gan.stream.next()].to(gan.device, non_blocking=True)
+    speed = cuda_speedups(gan.device)
+    if gan.device.type == "cuda":  # the patches move to the GPU once, not a batch per step
+        data = data.to(gan.device)
+
+    def next_real() -> torch.Tensor:  # on a CPU the batch is a slice of the data; on CUDA already there
+        return speed.layout(data[gan.stream.next()].to(gan.device, non_blocking=True))
 
     bar = tqdm(total=total_steps, initial=step, desc=gan.name, disable=not progress, mininterval=1.0, leave=False)
     gan.generator.train()
@@ -373,8 +380,9 @@ def _train_steps(gan: _Gan, data: torch.Tensor, profile: Profile, unit: Resumabl
     judge = AugmentedCritic(gan.critic, profile.gan.diffaug, gan.augment_rng) if profile.gan.diffaug else gan.critic
     keep = set(snapshot_steps(total_steps, profile.gan.snapshots)) if profile.gan.snapshots > 1 else set()
     while step < stop_at:
-        stats = gan_step(gan.generator, judge, gan.opt_g, gan.opt_d, gan.loss, next_real, gan.noise,
-                         gan.settings.n_critic, rng=gan.noise_rng)
+        with speed.autocast(gan.device):
+            stats = gan_step(gan.generator, judge, gan.opt_g, gan.opt_d, gan.loss, next_real, gan.noise,
+                             gan.settings.n_critic, rng=gan.noise_rng)
         if gan.ema is not None:
             gan.ema.update(gan.generator)
         step += 1

@@ -37,6 +37,7 @@ Files in ``out_dir``: ``run.json`` (settings and status), ``train_state.pt``, ``
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -69,6 +70,8 @@ __all__ = [
     "plan_steps",
     "default_val_every",
     "predict_patches",
+    "CudaSpeedups",
+    "cuda_speedups",
     "TRAIN_STATE",
     "BEST",
     "HISTORY",
@@ -102,6 +105,59 @@ class UnetTrainResult:
     history: pd.DataFrame
     best_val_dice: float | None
     seconds: float
+
+
+# ----------------------------------------------------------------------------- CUDA speed-ups
+#: Environment switches of the CUDA-only speed-ups (``1`` turns one on; off by default).
+BF16_ENV, CHANNELS_LAST_ENV = "TOFMRA_CUDA_BF16", "TOFMRA_CUDA_CHANNELS_LAST"
+
+
+@dataclass(frozen=True)
+class CudaSpeedups:
+    """Speed-ups a CUDA training may use; both off on a CPU whatever the switches say.
+
+    Attributes
+    ----------
+    bf16
+        Run forward and backward passes under ``torch.autocast(dtype=torch.bfloat16)`` (weights,
+        optimizer and losses stay float32). Switch: ``TOFMRA_CUDA_BF16=1``.
+    channels_last
+        Keep weights and batches in the channels-last memory layout (faster convolutions on
+        tensor cores; the same numbers up to summation order). Switch: ``TOFMRA_CUDA_CHANNELS_LAST=1``.
+
+    Neither has been measured against float32 on a GPU by this project (none was available):
+    compare a run with and without them before relying on them. A run's resumable settings record
+    them when on, so a stored run never continues under other numerics.
+    """
+
+    bf16: bool = False
+    channels_last: bool = False
+
+    def autocast(self, device: torch.device) -> Any:
+        """The bf16 autocast context on CUDA when switched on, else a context that does nothing."""
+        if self.bf16 and device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def layout(self, tensor_or_module: Any) -> Any:
+        """``tensor_or_module`` in the channels-last layout when switched on (4D tensors, modules)."""
+        if not self.channels_last:
+            return tensor_or_module
+        if isinstance(tensor_or_module, torch.Tensor) and tensor_or_module.dim() != 4:
+            return tensor_or_module
+        return tensor_or_module.to(memory_format=torch.channels_last)
+
+    def settings(self) -> dict[str, Any]:
+        """Entries for a resumable unit's settings: empty when both are off (CPU fingerprints never change)."""
+        on = {k: True for k, v in (("cuda_bf16", self.bf16), ("cuda_channels_last", self.channels_last)) if v}
+        return {"cuda_speedups": on} if on else {}
+
+
+def cuda_speedups(device: torch.device) -> CudaSpeedups:
+    """The switched-on speed-ups (``TOFMRA_CUDA_BF16``, ``TOFMRA_CUDA_CHANNELS_LAST``) if ``device`` is CUDA."""
+    if torch.device(device).type != "cuda":
+        return CudaSpeedups()
+    return CudaSpeedups(bf16=os.environ.get(BF16_ENV) == "1", channels_last=os.environ.get(CHANNELS_LAST_ENV) == "1")
 
 
 # ----------------------------------------------------------------------------- data
@@ -243,6 +299,7 @@ def _settings(train: PatchSet, val: PatchSet | None, config: UnetConfig, plan: _
         "augment": bool(config.augment), "dropout_placement": config.dropout_placement, "seed": int(seed), "lr": plan.lr, "batch_size": plan.batch_size,
         "val_every": plan.val_every, "freeze_encoder": bool(freeze_encoder),
         "init_checkpoint": None if plan.init_path is None else file_hash(plan.init_path),
+        **cuda_speedups(plan.device).settings(),
     }
 
 
@@ -256,7 +313,7 @@ def _build(config: UnetConfig, plan: _Plan, seed: int, freeze_encoder: bool) -> 
         init_norm = [init_info.get("norm_mean"), init_info.get("norm_std")]
     if freeze_encoder:
         _freeze(model.encoder_modules())
-    model.to(plan.device).train()
+    cuda_speedups(plan.device).layout(model.to(plan.device)).train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=plan.lr)
     return model, optimizer, init_norm
 
@@ -384,6 +441,9 @@ def _train_loop(model: UNet, optimizer: torch.optim.Optimizer, train: PatchSet, 
     """Steps until ``plan.total``: :func:`~tofmra_utils.unet.step.unet_step`, validation, checkpoints."""
     x_train = _zscore(train.image, plan.mean, plan.std)
     y_train = torch.from_numpy(train.label.astype(np.float32)).unsqueeze(1)
+    if plan.device.type == "cuda":  # the patches move to the GPU once, not a batch per step
+        x_train, y_train = x_train.to(plan.device), y_train.to(plan.device)
+    speed = cuda_speedups(plan.device)
     bar = tqdm(total=plan.total, initial=run.step, disable=not progress, desc="U-net", leave=False)
     try:
         while run.step < plan.total:
@@ -392,7 +452,9 @@ def _train_loop(model: UNet, optimizer: torch.optim.Optimizer, train: PatchSet, 
             x, y = x_train[idx].to(plan.device), y_train[idx].to(plan.device)
             if config.augment:
                 x, y = augment_batch(x, y, seed, run.step)
-            run.log(unet_step(model, optimizer, x, y, max_grad_norm=config.max_grad_norm, loss=config.loss))
+            with speed.autocast(plan.device):
+                run.log(unet_step(model, optimizer, speed.layout(x), y, max_grad_norm=config.max_grad_norm,
+                                  loss=config.loss))
             due = run.step % plan.val_every == 0 or run.step == plan.total
             if val is not None and due:
                 prob = predict_patches(model, val.image, plan.mean, plan.std, config.inference_batch, plan.device)
