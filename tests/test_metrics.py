@@ -295,3 +295,23 @@ def test_fortran_ordered_masks_give_the_same_metrics():
     got = evaluate_masks(np.asfortranarray(pred), np.asfortranarray(truth), spacing)
     assert got == pytest.approx(expected, rel=1e-12)
     assert hd95_mm(np.asfortranarray(pred), np.asfortranarray(truth), spacing) == pytest.approx(expected["hd95_mm"], rel=1e-12)
+
+
+def test_the_books_worked_example_is_computed_at_staging(tmp_path):
+    """book/metrics.md carries a marker, not numbers; staging puts the computed example there, and
+    the example shows what the page says: exact quantile <= tool emulation <= maximum distance."""
+    from tofmra_utils.book import METRICS_MARKER, write_metrics_example
+    from tofmra_utils.metrics_example import worked_example
+
+    source = Path(__file__).resolve().parents[1] / "book" / "metrics.md"
+    assert METRICS_MARKER in source.read_text().splitlines()
+    page = tmp_path / "metrics.md"
+    page.write_text(source.read_text())
+    write_metrics_example(page)
+    text = page.read_text()
+    assert METRICS_MARKER not in text and "| `hd95_study` (exact mismatch-voxel quantile) |" in text
+    ex = worked_example()
+    assert ex["hd95_study"] <= min(ex["hd95_tool"]) and max(ex["hd95_tool"]) <= ex["hd_max"]
+    page.write_text("no marker\n")
+    with pytest.raises(DataError, match="metrics.md: the marker line"):
+        write_metrics_example(page)
