@@ -250,3 +250,28 @@ def test_override_profile_changes_nested_settings_without_touching_the_package()
         override_profile(course, unet__maxsteps=1)
     with pytest.raises(KeyError, match="no such entry; choose one of dcgan, wgan_gp, wgan_gp_sn"):
         override_profile(course, gan__variants__biggan__lr=1.0)
+
+
+def test_the_book_shows_the_measured_compute_time(tmp_path):
+    """A notebook writes its timing line before summary.json holds its own time; the book, staged
+    after the run, must show the measured time instead of 'not yet measured'."""
+    import json as _json
+
+    from tofmra_utils.book import prepare_notebook
+    from tofmra_utils.coursekit import timing_line
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(_json.dumps(
+        {"profile": "course", "notebooks": {"03_wgan_gp": {"status": "ok", "seconds": 223.2}}}))
+    line = timing_line("03_wgan_gp", "course", None)
+    assert "not yet measured" in line
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": "display(Markdown(timing_markdown(ctx)))",
+                     "outputs": [{"output_type": "display_data", "metadata": {},
+                                  "data": {"text/markdown": line, "text/plain": "<Markdown>"}}]}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    page = tmp_path / "03_wgan_gp.ipynb"
+    page.write_text(_json.dumps(nb))
+    prepare_notebook(page, run, [])
+    shown = _json.loads(page.read_text())["cells"][0]["outputs"][0]["data"]["text/markdown"]
+    assert shown == timing_line("03_wgan_gp", "course", 223.2) and "3.7 min" in shown

@@ -212,6 +212,7 @@ def prepare_notebook(path: str | os.PathLike[str], run_root: str | os.PathLike[s
     root = str(Path(run_root).resolve())
     shown = f"runs/{Path(root).name}"
     linked: set[str] = set()
+    timing = _measured_timing(path.stem, Path(run_root))
 
     def scrub(value: Any) -> Any:
         if isinstance(value, str):
@@ -232,6 +233,8 @@ def prepare_notebook(path: str | os.PathLike[str], run_root: str | os.PathLike[s
             tags.append("hide-input")
         if cell.get("cell_type") == "code":
             cell["outputs"] = [scrub(o) for o in map(_without_widget_view, cell.get("outputs", [])) if o is not None]
+            if timing is not None:
+                cell["outputs"] = [_with_timing(o, timing) for o in cell["outputs"]]
         elif cell.get("cell_type") == "markdown" and terms:
             source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
             cell["source"] = link_glossary(source, terms, linked)
@@ -241,6 +244,35 @@ def prepare_notebook(path: str | os.PathLike[str], run_root: str | os.PathLike[s
     nb.get("metadata", {}).pop("widgets", None)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False))
+
+
+def _measured_timing(notebook: str, run_root: Path) -> str | None:
+    """The notebook's timing line with the compute time of the run the book is built from.
+
+    A notebook computes its timing line while it runs, before ``summary.json`` holds its own
+    time; the book is staged after the run, so it can show the measured one.
+    """
+    from .coursekit import compute_seconds, timing_line
+
+    summary = RunPaths(run_root).summary_file
+    seconds = compute_seconds(summary, notebook)
+    if seconds is None:
+        return None
+    profile = json.loads(summary.read_text()).get("profile", "?")
+    return timing_line(notebook, profile, seconds)
+
+
+def _with_timing(output: dict[str, Any], timing: str) -> dict[str, Any]:
+    """``output`` with its markdown timing line (``**Timing.** ...``) replaced by ``timing``."""
+    data = output.get("data", {})
+    text = data.get("text/markdown")
+    text = "".join(text) if isinstance(text, list) else text
+    if not (isinstance(text, str) and text.startswith("**Timing.**")):
+        return output
+    data = {**data, "text/markdown": timing}
+    if "text/plain" in data:
+        data["text/plain"] = "<IPython.core.display.Markdown object>"
+    return {**output, "data": data}
 
 
 def _without_widget_view(output: dict[str, Any]) -> dict[str, Any] | None:

@@ -328,19 +328,24 @@ def timing_markdown(ctx: Any) -> str:
 
     Class time comes from :data:`SESSION_MINUTES`; compute time from this run folder's
     ``summary.json`` or, while ``tofmra run`` reruns the notebook, from the previous executed
-    copy's papermill metadata; else it says it is not measured yet rather than guessing.
+    copy's papermill metadata; else it says it is not measured yet rather than guessing (the
+    book, staged after the run, puts the measured time in: :func:`timing_line`).
     """
-    number = ctx.name[:2]
-    minutes = SESSION_MINUTES.get(number)
     seconds = compute_seconds(ctx.paths.summary_file, ctx.name)
     if seconds is None:
         # `tofmra run` marks the notebook it is running in summary.json, but the executed copy of
         # the previous run stays until this run finishes: papermill recorded its duration there.
         seconds = executed_seconds(ctx.paths.notebooks_dir / f"{ctx.name}.ipynb")
+    return timing_line(ctx.name, ctx.profile.name, seconds)
+
+
+def timing_line(notebook: str, profile: str, seconds: float | None) -> str:
+    """``**Timing.** <class time>; <compute time>.`` for ``notebook`` (``NN_name``) at ``profile``."""
+    minutes = SESSION_MINUTES.get(notebook[:2])
     plan = f"about {minutes} min of reading, discussion and exercises" if minutes else "no class time planned"
     if seconds is None:
-        compute = (f"compute time at the `{ctx.profile.name}` profile: not yet measured in this run folder "
+        compute = (f"compute time at the `{profile}` profile: not yet measured in this run folder "
                    "(`tofmra run` records it in `summary.json`)")
     else:
-        compute = f"compute time at the `{ctx.profile.name}` profile in this run folder's last run: {seconds / 60:.1f} min"
+        compute = f"compute time at the `{profile}` profile in this run folder's last run: {seconds / 60:.1f} min"
     return f"**Timing.** {plan}; {compute}."
