@@ -116,7 +116,9 @@ def evaluate_models(
 
     Returns
     -------
-    DataFrame with columns ``model, subject, dsc, hd95_mm, hd95_study, eval_seconds``.
+    DataFrame with columns ``model, subject, dsc, hd95_mm, hd95_study, eval_seconds``;
+    ``attrs["evaluated_in"]`` is ``"brain mask"`` (user data: prediction and label cut to the
+    brain mask, as the study's brain-masked data were) or ``"whole volume"`` (the phantom).
     """
     tables = []
     for name, m in models.items():
@@ -127,7 +129,9 @@ def evaluate_models(
         table.insert(0, "model", name)
         table["eval_seconds"] = (time.perf_counter() - t0) / max(len(table), 1)
         tables.append(table)
-    return pd.concat(tables, ignore_index=True)
+    merged = pd.concat(tables, ignore_index=True)
+    merged.attrs["evaluated_in"] = tables[0].attrs.get("evaluated_in", "whole volume") if tables else "whole volume"
+    return merged
 
 
 def _mean_sd(values: pd.Series, digits: int) -> str:
