@@ -10,7 +10,8 @@ from tofmra_utils.dryrun import CPU_BATCH, _duration, _timed, dry_run, format_pr
 from tofmra_utils.gan.train import total_generator_steps
 from tofmra_utils.profiles import GAN_NAMES, get_profile
 from tofmra_utils.transfer.plan import plan_runs
-from tofmra_utils.unet.train import BF16_ENV, CHANNELS_LAST_ENV, cuda_speedups, plan_steps
+from tofmra_utils.cuda_speedups import BF16_ENV, CHANNELS_LAST_ENV, cuda_speedups
+from tofmra_utils.unet.train import plan_steps
 
 
 def test_durations_read_as_people_read_them():
@@ -71,7 +72,7 @@ def test_cuda_speedups_never_touch_a_cpu_run(monkeypatch):
 
 
 def test_cuda_speedups_enter_the_fingerprint_only_when_on():
-    from tofmra_utils.unet.train import CudaSpeedups
+    from tofmra_utils.cuda_speedups import CudaSpeedups
 
     on = CudaSpeedups(bf16=True, channels_last=True)
     assert on.settings() == {"cuda_speedups": {"cuda_bf16": True, "cuda_channels_last": True}}

@@ -27,7 +27,7 @@ the phantom, the U-net's forward pass on inference tiles) a few times and report
     it, else the high-water mark since the process started; the column ``memory`` says which).
 
 On CUDA the steps run with the speed-ups switched on for training (``TOFMRA_CUDA_BF16``,
-``TOFMRA_CUDA_CHANNELS_LAST``, :class:`~tofmra_utils.unet.train.CudaSpeedups`), so two dry runs,
+``TOFMRA_CUDA_CHANNELS_LAST``, :class:`~tofmra_utils.cuda_speedups.CudaSpeedups`), so two dry runs,
 with and without them, say what they are worth in time and memory.
 
 The stages omit what costs little beside them (sample grids, checkpoints, validation passes,
@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from .profiles import GAN_NAMES, Profile
-from .unet.train import cuda_speedups
+from .cuda_speedups import cuda_speedups
 
 __all__ = ["StageProjection", "dry_run", "projection_table", "format_projection", "CPU_BATCH"]
 

@@ -42,7 +42,7 @@ from ..profiles import GAN_NAMES, GanSettings, Profile
 from ..progress import report as report_progress
 from ..resumable import ResumableUnit, array_digest
 from ..seeding import default_device, get_rng_state, set_determinism, set_rng_state
-from ..unet.train import cuda_speedups
+from ..cuda_speedups import cuda_speedups
 from .augment import AugmentedCritic
 from .ema import GeneratorEma
 from .losses import GanLoss, loss_for
