@@ -18,7 +18,25 @@ from tofmra_utils.io import DataError
 PAYLOAD = bytes(range(256)) * 400 + b"tail"  # 102 404 bytes
 
 
-class _Server:
+class _LocalServer:
+    """A threaded HTTP server on 127.0.0.1 (a free port) for the lifetime of a ``with`` block."""
+
+    def _serve(self, handler: type) -> str:
+        """Bind ``handler``; returns the server's base URL."""
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Server(_LocalServer):
     """A threaded HTTP server on 127.0.0.1 serving PAYLOAD with Range support; logs each request."""
 
     def __init__(self, honour_range: bool = True, cut_after: int | None = None) -> None:
@@ -57,17 +75,7 @@ class _Server:
                 self.wfile.write(body)
                 server.bytes_sent += len(body)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/data/payload.bin"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.url = self._serve(Handler) + "/data/payload.bin"
 
 
 @pytest.fixture(autouse=True)
@@ -249,7 +257,7 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------- ixi-vessel-labels: a file list
-class _FileServer:
+class _FileServer(_LocalServer):
     """127.0.0.1 server of a dict path -> bytes, with Range support; counts requests per path."""
 
     def __init__(self, files: dict[str, bytes], cut_once: str | None = None) -> None:
@@ -277,17 +285,7 @@ class _FileServer:
                     self.close_connection = True
                 self.wfile.write(chunk)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.base = self._serve(Handler)
 
 
 def _nifti_bytes(data, affine) -> bytes:
