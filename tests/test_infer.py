@@ -232,7 +232,8 @@ def test_evaluate_subjects(trained):
         vols[f"sub-{i}"] = (image, label, mask)
     ds = TinyDataset(vols)
     table = evaluate_subjects(trained.model, trained.info, ds, split="test")
-    assert isinstance(table, pd.DataFrame) and list(table.columns) == ["subject", "dsc", "hd95_mm", "hd95_study", "hd95_tool"]
+    assert isinstance(table, pd.DataFrame) and list(table.columns) == [
+        "subject", "dsc", "hd95_mm", "hd95_study", "hd95_tool", "fp_brain_edge", "fp_interior"]
     assert list(table["subject"]) == ["sub-0", "sub-1"]
     image, label, mask = vols["sub-1"]
     prob = predict_volume(trained.model, trained.info, image, mask, PATCH)
@@ -245,5 +246,10 @@ def test_evaluate_subjects(trained):
     tool = hd_quantile_tool_emulation(prob >= 0.5, label > 0, seed=0)
     assert row["hd95_tool"] == pytest.approx(tool, nan_ok=True)
     assert np.isnan(tool) or tool >= row["hd95_study"] - 1e-9, "the tool's search never goes below the exact value"
+    false_pos = (prob >= 0.5) & (label == 0)
+    assert row["fp_brain_edge"] + row["fp_interior"] == np.count_nonzero(false_pos)
+    from tofmra_utils.unet.infer import brain_edge
+
+    assert row["fp_brain_edge"] == np.count_nonzero(false_pos & brain_edge(mask > 0))
     with pytest.raises(DataError, match="no subjects"):
         evaluate_subjects(trained.model, trained.info, ds, split="val")

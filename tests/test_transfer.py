@@ -93,6 +93,7 @@ class FakeBackend:
             "dsc": [base + 0.01 * i for i in range(len(TEST))],
             "hd95_mm": [10.0 - info["n"]] * len(TEST),
             "hd95_study": [20.0 - info["n"]] * len(TEST),
+            "hd95_tool": [21.0 - info["n"]] * len(TEST),
         })
 
     def backend(self) -> UnetBackend:
@@ -310,6 +311,12 @@ def test_summary_is_mean_and_sd_over_seeds_of_subject_means(tmp_path):
     table = study_comparison_table(s, n=1)
     assert list(table["study DSC"][:2]) == [0.91, 0.84]
     assert table["our DSC"].iloc[0].startswith(f"{0.5 + 0.03 + 0.2 + 0.01:.3g}")
+    # beside the study's tool numbers: the tool's emulation, then the exact lower bound, then mm
+    assert list(table.columns[4:8]) == ["our 95HD (voxels, tool emulation)",
+                                        "our 95HD (voxels, exact: lower bound of the tool's value)",
+                                        "our 95HD (mm)", "empty predictions"]
+    assert table["our 95HD (voxels, tool emulation)"].iloc[0].startswith("20 ")  # fake tool = 21 - n, n = 1
+    assert table["our 95HD (voxels, exact: lower bound of the tool's value)"].iloc[0].startswith("19 ")
 
 
 def test_pretraining_gain_is_paired_and_the_sentence_reports_it(tmp_path):

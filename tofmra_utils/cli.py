@@ -173,11 +173,17 @@ def _cmd_generate(a: argparse.Namespace) -> int:
 
 
 def _cmd_segment(a: argparse.Namespace) -> int:
-    from .unet.infer import segment_file
+    from .unet.infer import check_inference, segment_file
 
+    try:
+        check_inference(a.mode, a.scaling)
+    except ValueError as err:
+        print(f"tofmra segment: {err}", file=sys.stderr)
+        return 2
     out = segment_file(
         a.model, a.image, a.out, mask_path=a.mask, mode=a.mode, overlap=a.overlap, threshold=a.threshold,
         batch_size=a.batch_size, save_probability=a.probability, brain_mask=a.brain_mask, reorient=not a.keep_orientation,
+        scaling=a.scaling,
     )
     print(f"wrote {out}")
     return 0
@@ -416,7 +422,10 @@ def _add_model_commands(sub: Any) -> None:
     s.add_argument("--image", required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--mask", default=None, help="brain mask (computed when not given)")
-    s.add_argument("--mode", default="tiles", choices=["tiles", "sliding"])
+    s.add_argument("--mode", default="tiles", choices=["tiles", "sliding", "slice"],
+                   help="tiles (the study), sliding (overlapping, blended) or slice (whole slices; needs --scaling volume)")
+    s.add_argument("--scaling", default="per_tile", choices=["per_tile", "volume"],
+                   help="input scaling: each tile min-max scaled (default) or one map for the volume (the study's)")
     s.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap fraction")
     s.add_argument("--threshold", type=float, default=0.5)
     s.add_argument("--batch-size", type=int, default=256)

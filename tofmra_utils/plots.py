@@ -417,3 +417,35 @@ def metric_boxplots(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def inference_choice(table, title: str | None = None) -> Figure:
+    """Validation DSC and false positives of each inference candidate (the chosen one highlighted).
+
+    Parameters
+    ----------
+    table
+        :attr:`~tofmra_utils.unet.inference_choice.InferenceChoice.table`: one row per candidate with
+        ``inference``, ``val DSC``, ``val DSC sd``, ``FP at brain edge``, ``FP inside`` and ``chosen``.
+    """
+    names = [str(v).replace(", ", "\n") for v in table["inference"]]
+    x = np.arange(len(table))
+    colors = ["tab:orange" if c else "tab:blue" for c in table["chosen"]]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    sd = table["val DSC sd"].fillna(0).to_numpy(dtype=float)
+    axes[0].bar(x, table["val DSC"], yerr=sd, color=colors, capsize=3)
+    axes[0].set_ylabel("mean validation DSC\n(error bar: sd over U-nets)")
+    axes[0].set_ylim(max(0.0, float(table["val DSC"].min() - 2 * sd.max() - 0.05)), None)
+    edge, inside = table["FP at brain edge"].to_numpy(dtype=float), table["FP inside"].to_numpy(dtype=float)
+    axes[1].bar(x, edge, color="tab:red", label="at the brain's edge")
+    axes[1].bar(x, inside, bottom=edge, color="tab:gray", label="deeper inside")
+    axes[1].set_ylabel("false-positive voxels per volume")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xticks(x, names, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_title("orange: chosen", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -322,7 +322,8 @@ _UNET: tuple[_Rule, ...] = (
           "set's mean and standard deviation (`conventions.py`)",
           "One scaling for everything the networks see (`conventions.py`): the GANs learn per-patch scaled patches "
           "(as in the study), so synthetic pairs exist only in that scale, and real patches and inference tiles "
-          "must match them."),
+          "must match them. The study's scaling is offered at inference (`scaling = \"volume\"`: one linear map for "
+          "the volume, then the same z-score) and competes on the validation volumes in notebook 05."),
 )
 
 
@@ -332,31 +333,39 @@ def _inference_mode() -> Any:
 
 
 def _inference_applies(p: Profile) -> bool:
-    return _inference_mode() not in (None, "tiles") or p.transfer.eval_mode != "tiles"
+    return True  # notebook 05 chooses its inference on validation volumes, and the transfer sweep has its own
 
 
 def _inference_here(profiles: Profiles) -> str:
     parts = []
-    main, compared = _inference_mode(), _notebook_default(_NOTEBOOK_05, "compare_mode")
-    if main not in (None, "tiles"):
-        beside = f"; the study's tiling beside it (`compare_mode = \"{compared}\"`)" if compared == "tiles" else ""
-        parts.append(f"notebook 05's main table: `eval_mode = \"{main}\"`{beside}")
+    main = _inference_mode()
+    scaling = _notebook_default(_NOTEBOOK_05, "eval_scaling")
+    compared = (_notebook_default(_NOTEBOOK_05, "compare_mode"), _notebook_default(_NOTEBOOK_05, "compare_scaling"))
+    beside = "; the study's inference beside it on the test volumes" if compared == ("tiles", "volume") else ""
+    if main == "auto" or scaling == "auto":
+        parts.append("notebook 05's main table: the tiling (`tiles`, `sliding`, whole `slice`) and the input scaling "
+                     "(`per_tile`, `volume`) chosen on the validation volumes by the U-nets' mean DSC "
+                     f"(`eval_mode = \"{main}\"`, `eval_scaling = \"{scaling}\"`){beside}")
+    else:
+        parts.append(f"notebook 05's main table: `eval_mode = \"{main}\"`, `eval_scaling = \"{scaling}\"`{beside}")
     transfer = _per_profile(profiles, lambda p: f"`{p.transfer.eval_mode}`")
-    parts.append(f"transfer sweep: {transfer}")
+    parts.append(f"transfer sweep: {transfer} with per-tile scaling")
     return ("; ".join(parts) + ". `sliding`: overlapping tiles (stride half a tile) blended with a Gaussian "
-            "weight (`unet/infer.py`)")
+            "weight; `slice`: one fully convolutional pass per slice (`unet/infer.py`)")
 
 
 _EVALUATION: tuple[_Rule, ...] = (
     _Rule("evaluation", "Whole-volume inference",
-          "per axial slice, non-overlapping 96 px tiles over the brain's bounding box, threshold 0.5",
+          "per axial slice, non-overlapping 96 px tiles over the brain's bounding box, raw tiles z-scored with the "
+          "training statistics, threshold 0.5",
           _inference_here,
-          "Observed on the phantom data (notebook 05, 'Tiles or a sliding window?'): with the study's tiling, "
-          "tiles at the edge of the bounding box hold a thin rim of brain that per-tile min-max scaling makes as "
-          "bright as a vessel, adding false positives unrelated to real vs synthetic training. A blended sliding "
-          "window predicts each voxel mostly from a tile centred near it.",
-          switch="notebook 05: `eval_mode = \"tiles\"`; `transfer.eval_mode = \"tiles\"`; "
-                 "`tofmra segment --mode tiles` (its default)",
+          "The inference is a setting of the experiment, so it is chosen like the others: on validation volumes, "
+          "never on test volumes (`unet/inference_choice.py`). The same pass counts the false positives in the "
+          "brain's outer rim for each candidate, and notebook 05 says from those counts whether per-tile scaling "
+          "adds false positives at the brain's edge. The transfer sweep keeps one fixed inference so its many runs "
+          "stay cheap.",
+          switch="notebook 05: `eval_mode = \"tiles\"`, `eval_scaling = \"volume\"`; `transfer.eval_mode = \"tiles\"`; "
+                 "`tofmra segment --mode tiles --scaling volume`",
           fields=("transfer.eval_mode",), applies=_inference_applies),
     _Rule("evaluation", "95th-percentile Hausdorff distance",
           "EvaluateSegmentation's HDRFDST@0.95: distances of mismatching voxels only, in voxel units, found by a "

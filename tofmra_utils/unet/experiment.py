@@ -110,13 +110,14 @@ def train_models(
 
 def evaluate_models(
     models: Mapping[str, TrainedUnet | Path], dataset: Any, split: str = "test", mode: str = "tiles",
-    threshold: float = 0.5, device: Any = None,
+    threshold: float = 0.5, device: Any = None, scaling: str = "per_tile",
 ) -> pd.DataFrame:
     """Whole-volume metrics of every model on every subject of ``split`` (long table).
 
     Returns
     -------
-    DataFrame with columns ``model, subject, dsc, hd95_mm, hd95_study, eval_seconds``;
+    DataFrame with columns ``model`` and those of :func:`~tofmra_utils.unet.infer.evaluate_subjects`
+    (``subject, dsc, hd95_mm, hd95_study, hd95_tool, fp_brain_edge, fp_interior``), then ``eval_seconds``;
     ``attrs["evaluated_in"]`` is ``"brain mask"`` (user data: prediction and label cut to the
     brain mask, as the study's brain-masked data were) or ``"whole volume"`` (the phantom).
     """
@@ -125,7 +126,8 @@ def evaluate_models(
         ckpt = m.checkpoint if isinstance(m, TrainedUnet) else Path(m)
         model, info = load_unet(ckpt, device=device)
         t0 = time.perf_counter()
-        table = evaluate_subjects(model, info, dataset, split=split, mode=mode, threshold=threshold, device=device)
+        table = evaluate_subjects(model, info, dataset, split=split, mode=mode, threshold=threshold, device=device,
+                                  scaling=scaling)
         table.insert(0, "model", name)
         table["eval_seconds"] = (time.perf_counter() - t0) / max(len(table), 1)
         tables.append(table)
@@ -351,12 +353,18 @@ def gap_diagnosis(summary: pd.DataFrame, diagnostics: pd.DataFrame) -> str:
 def record_and_check(
     ctx: Any, models: Mapping[str, TrainedUnet], per_patient: pd.DataFrame, summary: pd.DataFrame, steps: int,
     n_test: int, eval_mode: str, ranking: str, diagnosis: str, compared: tuple[str, pd.DataFrame] | None = None,
+    eval_scaling: str = "per_tile", choice: Any = None,
 ) -> dict[str, Any]:
     """Record notebook 05's key results for ``summary.json`` and check the experiment did what it claims.
 
     Records, per model key: ``dsc_<key>``, ``dsc_sd_<key>`` (sd over test patients),
     ``hd95_mm_<key>``, ``hd95_study_<key>``, ``train_seconds_<key>``, ``best_val_dice_<key>``
-    (and ``dsc_<key>_<mode>`` for the ``compared`` inference mode). Checks (``AssertionError``):
+    (and ``dsc_<key>_<compared>`` for the ``compared`` inference, named ``<mode>`` or
+    ``<mode>_<scaling>``), the inference used (``eval_mode``, ``eval_scaling``) and, when it was
+    chosen on validation volumes (``choice``, an
+    :class:`~tofmra_utils.unet.inference_choice.InferenceChoice`), ``inference_chosen_on`` and the
+    validation DSC and brain-edge false positives of every candidate (``inference_candidates``).
+    Checks (``AssertionError``):
     the four U-nets exist with the same budget and were scored on every test patient, DSC in
     [0, 1], a distance is undefined only for an empty prediction, and beyond ``smoke`` no U-net
     predicts an empty volume and the real-data U-net really segments vessels (DSC > 0.5).
@@ -369,12 +377,20 @@ def record_and_check(
               for key in models}
     costs = gan_costs(ctx)
     recorded = ctx.record(
-        steps=int(steps), eval_mode=eval_mode, n_test=int(n_test), ranking=ranking, gap_diagnosis=diagnosis, **values,
+        steps=int(steps), eval_mode=eval_mode, eval_scaling=eval_scaling, n_test=int(n_test), ranking=ranking,
+        gap_diagnosis=diagnosis, **values,
+        inference_chosen_on="validation volumes" if choice is not None else "notebook parameters",
         **{f"gan_steps_{k}": int(v) for k, v in costs.get("GAN steps", pd.Series(dtype=float)).dropna().items()},
         **{f"gan_train_seconds_{k}": float(v) for k, v in costs.get("GAN train (s)", pd.Series(dtype=float)).dropna().items()},
         **{f"train_seconds_{k}": round(m.seconds, 1) for k, m in models.items()},
         **{f"best_val_dice_{k}": round(float(m.best_val_dice), 4) for k, m in models.items()},
     )
+    if choice is not None:
+        recorded = ctx.record(inference_candidates={
+            f"{r['mode']}_{r['scaling']}": {"val_dsc": round(float(r["val DSC"]), 4),
+                                            "fp_brain_edge": round(float(r["FP at brain edge"]), 1),
+                                            "fp_inside": round(float(r["FP inside"]), 1)}
+            for _, r in choice.table.iterrows()})
     if compared is not None:
         mode, other = compared
         alt = other.set_index("model")

@@ -1,4 +1,4 @@
-"""Whole-volume inference: the study's slice-wise tiling, a sliding window, files and evaluation.
+"""Whole-volume inference: the study's slice-wise tiling, a sliding window, whole slices, files and evaluation.
 
 The U-net sees 2D axial patches during training, so a volume is segmented slice by slice:
 
@@ -10,12 +10,28 @@ The U-net sees 2D axial patches during training, so a volume is segmented slice 
     Overlapping tiles (stride ``patch_size * (1 - overlap)``, evenly spread so the last tile ends
     at the box's edge) blended with a Gaussian weight (sigma = tile / 8, as in nnU-Net) so tile
     borders, where the U-net sees least context, count least.
+``mode="slice"``
+    One fully convolutional pass over the brain's bounding box of each slice (grown to a multiple
+    of ``2**depth``): no tiles, no tile borders, every voxel sees all the context the U-net's
+    receptive field holds. Possible only with ``scaling="volume"``, where a voxel's input value
+    does not depend on which tile it lies in.
 
-Each tile is normalized exactly like a training patch: min-max to [-1, 1] on its own
-(:func:`tofmra_utils.conventions.normalize_patch`), then z-scored with the training set's mean and
-standard deviation stored in the checkpoint's ``info``. Tiles without any brain voxel are
-skipped; the probability outside the brain mask is 0. Tiles go through the network in batches,
-so memory stays bounded for any volume size.
+Two input scalings (:data:`SCALINGS`):
+
+``scaling="per_tile"`` (this project's default)
+    Each tile is normalized exactly like a training patch: min-max to [-1, 1] on its own
+    (:func:`tofmra_utils.conventions.normalize_patch`), then z-scored with the training set's mean
+    and standard deviation stored in the checkpoint's ``info``.
+``scaling="volume"`` (the study's)
+    One linear map for the whole volume (:func:`scale_volume`: the brain's intensity range to
+    [-1, 1]), then the same z-score; tiles are cut from the scaled volume as they are. The study
+    z-scored raw tiles with the training statistics; our U-nets train on per-patch scaled patches
+    (the GANs' scale), so the volume is first brought to that [-1, 1] range, once, for all tiles.
+
+Tiles without any brain voxel are skipped; the probability outside the brain mask is 0. Tiles
+(or slices) go through the network in batches, so memory stays bounded for any volume size.
+Which mode and scaling to use is chosen on validation volumes
+(:mod:`tofmra_utils.unet.inference_choice`), never on test volumes.
 """
 
 from __future__ import annotations
@@ -34,9 +50,78 @@ from ..io import DataError, check_same_geometry, load_volume, save_volume
 from .model import UNet, check_patch_size
 from .train import load_unet
 
-__all__ = ["predict_volume", "segment_file", "evaluate_subjects", "predict_subject", "tile_plan", "MODES"]
+__all__ = [
+    "predict_volume", "segment_file", "evaluate_subjects", "predict_subject", "tile_plan", "scale_volume",
+    "brain_edge", "MODES", "SCALINGS", "VOLUME_PERCENTILES", "EDGE_WIDTH",
+]
 
-MODES: tuple[str, ...] = ("tiles", "sliding")
+#: Inference modes (see the module docstring).
+MODES: tuple[str, ...] = ("tiles", "sliding", "slice")
+#: Input scalings (see the module docstring): per tile (this project's) or one for the volume (the study's).
+SCALINGS: tuple[str, ...] = ("per_tile", "volume")
+#: Percentiles of the brain's intensities that :func:`scale_volume` maps to -1 and 1. The top one
+#: is below 100 so that a few hot voxels (a flow artefact, a bright sinus) do not squeeze every
+#: vessel into the dark half of the range.
+VOLUME_PERCENTILES: tuple[float, float] = (0.0, 99.9)
+#: In-plane width (voxels) of the brain mask's rim in which false positives count as "at the brain edge".
+EDGE_WIDTH = 2
+
+
+def check_inference(mode: str, scaling: str) -> None:
+    """Raise ``ValueError`` for an unknown mode or scaling, or whole slices without volume scaling."""
+    if mode not in MODES:
+        raise ValueError(f"unknown inference mode {mode!r}: choose one of {', '.join(MODES)}")
+    if scaling not in SCALINGS:
+        raise ValueError(f"unknown input scaling {scaling!r}: choose one of {', '.join(SCALINGS)}")
+    if mode == "slice" and scaling != "volume":
+        raise ValueError("mode 'slice' needs scaling 'volume': per-tile scaling depends on the tile, and a "
+                         "whole-slice pass has no tiles")
+
+
+def scale_volume(image: np.ndarray, brain: np.ndarray | None = None,
+                 percentiles: tuple[float, float] = VOLUME_PERCENTILES) -> np.ndarray:
+    """One linear map for the whole volume: the brain's intensity range to [-1, 1] (clipped).
+
+    Parameters
+    ----------
+    image
+        (X, Y, Z) intensities, raw scanner units.
+    brain
+        (X, Y, Z) brain mask; ``None``: every voxel.
+    percentiles
+        Brain-intensity percentiles mapped to -1 and 1 (:data:`VOLUME_PERCENTILES`).
+
+    Returns
+    -------
+    (X, Y, Z) float32 in [-1, 1]; a volume without contrast in the brain maps to -1 (as
+    :func:`~tofmra_utils.conventions.normalize_patch` maps a constant patch).
+    """
+    image = np.asarray(image, np.float32)
+    values = image if brain is None else image[np.asarray(brain, bool)]
+    if values.size == 0:
+        return np.full(image.shape, -1.0, np.float32)
+    lo, hi = (float(v) for v in np.percentile(values, percentiles))
+    if hi <= lo:
+        return np.full(image.shape, -1.0, np.float32)
+    out = (image - lo) * np.float32(2.0 / (hi - lo)) - np.float32(1.0)
+    return np.clip(out, -1.0, 1.0, out=out)
+
+
+def brain_edge(brain: np.ndarray, width: int = EDGE_WIDTH) -> np.ndarray:
+    """(X, Y, Z) bool: brain voxels within ``width`` voxels (in-plane, 4-connected steps) of the mask's border.
+
+    The rim where a tile at the edge of the brain's bounding box holds little brain: per-tile
+    min-max scaling stretches it as if it were a vessel.
+    """
+    from scipy import ndimage
+
+    b = np.asarray(brain, bool)
+    if width < 1 or not b.any():
+        return np.zeros(b.shape, bool)
+    cross = np.zeros((3, 3, 3), bool)
+    cross[1, 1, 1] = cross[0, 1, 1] = cross[2, 1, 1] = cross[1, 0, 1] = cross[1, 2, 1] = True  # in-plane only
+    inner = ndimage.binary_erosion(b, structure=cross, iterations=width, border_value=0)
+    return b & ~inner
 
 
 # ----------------------------------------------------------------------------- planning
@@ -89,6 +174,8 @@ def tile_plan(
     """
     if mode not in MODES:
         raise ValueError(f"unknown inference mode {mode!r}: choose one of {', '.join(MODES)}")
+    if mode == "slice":  # one "tile" per slice: the bounding box, grown to a multiple of patch_size
+        mode = "tiles"
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must lie in [0, 1), got {overlap}")
     m = np.asarray(mask, bool)
@@ -113,7 +200,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_volume(
     model: UNet,
     info: dict[str, Any],
@@ -124,6 +211,7 @@ def predict_volume(
     overlap: float = 0.5,
     batch_size: int = 256,
     device: Any = None,
+    scaling: str = "per_tile",
 ) -> np.ndarray:
     """Vessel probability of every voxel of a volume.
 
@@ -138,63 +226,101 @@ def predict_volume(
         (X, Y, Z) brain mask (0/1); ``None`` treats the whole volume as brain.
     patch_size
         Tile side in pixels; a multiple of ``2**depth`` (use the training patch size,
-        ``info["patch_size"]``: the per-tile min-max scaling depends on it).
+        ``info["patch_size"]``: the per-tile min-max scaling depends on it). Unused by ``"slice"``.
     mode
-        ``"tiles"`` (the study) or ``"sliding"`` (overlapping, Gaussian-blended).
+        ``"tiles"`` (the study), ``"sliding"`` (overlapping, Gaussian-blended) or ``"slice"``
+        (whole slices, fully convolutional; needs ``scaling="volume"``).
     overlap
-        Fraction of a tile shared by neighbours in sliding mode (ignored for tiles).
+        Fraction of a tile shared by neighbours in sliding mode (ignored otherwise).
     batch_size
-        Tiles per forward pass.
+        Tiles per forward pass (whole slices: as many slices as hold about that many tiles' pixels).
     device
         Where to run the model (default: where its weights are). The model is moved there.
+    scaling
+        ``"per_tile"`` (this project's) or ``"volume"`` (the study's); see the module docstring.
 
     Returns
     -------
     (X, Y, Z) float32 probabilities in [0, 1], exactly 0 outside the mask.
     """
+    check_inference(mode, scaling)
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
         raise ValueError(f"expected an (X, Y, Z) volume, got shape {image.shape}")
     brain = np.ones(image.shape, bool) if mask is None else np.asarray(mask) > 0
     if brain.shape != image.shape:
         raise ValueError(f"mask shape {brain.shape} does not match image shape {image.shape}")
-    check_patch_size(patch_size, model.depth)
+    if mode != "slice":
+        check_patch_size(patch_size, model.depth)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device) if device is not None else _model_device(model)
     model = model.to(device).eval()
     mean, std = float(info["norm_mean"]), float(info["norm_std"])
 
-    (pads_x, pads_y), x_starts, y_starts, z_slices = tile_plan(brain, patch_size, mode, overlap)
+    t = 2**model.depth if mode == "slice" else patch_size
+    (pads_x, pads_y), x_starts, y_starts, z_slices = tile_plan(brain, t, mode, overlap)
     prob = np.zeros(image.shape, np.float32)
     if not z_slices:
         return prob
+    if scaling == "volume":  # one map for the whole volume, before any tile is cut
+        image = zscore(scale_volume(image, brain), mean, std)
     pad = (pads_x, pads_y, (0, 0))
     # Padding (only for volumes smaller than the tile grid) repeats the edge: no artificial step
     # edge for the per-tile min-max scaling to stretch.
     img = np.pad(image, pad, mode="edge")
-    brn = np.pad(brain, pad, mode="constant")
+    x0, y0 = pads_x[0], pads_y[0]
+    if mode == "slice":
+        out = _predict_slices(model, img, x_starts[0], x_starts[-1] + t, y_starts[0], y_starts[-1] + t, z_slices,
+                              max(1, batch_size * patch_size**2), device)
+    else:
+        out = _predict_tiles(model, img, np.pad(brain, pad, mode="constant"), x_starts, y_starts, z_slices, t,
+                             mode, batch_size, device, None if scaling == "volume" else (mean, std))
+    prob = out[x0 : x0 + image.shape[0], y0 : y0 + image.shape[1], :]
+    prob = np.where(brain, prob, 0.0).astype(np.float32)
+    return np.clip(prob, 0.0, 1.0)
+
+
+def _forward(model: UNet, batch: np.ndarray, device: torch.device) -> np.ndarray:
+    """(B, H, W) float32 inputs -> (B, H, W) float32 probabilities."""
+    x = torch.from_numpy(np.ascontiguousarray(batch)).unsqueeze(1).to(device)
+    return model(x)[:, 0].float().cpu().numpy()
+
+
+def _predict_tiles(
+    model: UNet, img: np.ndarray, brn: np.ndarray, x_starts: list[int], y_starts: list[int], z_slices: list[int],
+    t: int, mode: str, batch_size: int, device: torch.device, per_tile: tuple[float, float] | None,
+) -> np.ndarray:
+    """Tiled prediction of a padded volume; ``per_tile`` = (mean, std) scales each tile on its own."""
     acc = np.zeros(img.shape, np.float32)
     weight_sum = np.zeros(img.shape, np.float32)
-    t = patch_size
     w = np.ones((t, t), np.float32) if mode == "tiles" else _gaussian_weight(t)
-
     positions = [(x, y, z) for z in z_slices for x in x_starts for y in y_starts if brn[x : x + t, y : y + t, z].any()]
     for i in range(0, len(positions), batch_size):
         batch = positions[i : i + batch_size]
         tiles = np.stack([img[x : x + t, y : y + t, z] for x, y, z in batch])
-        tiles = zscore(normalize_patch(tiles), mean, std)
-        out = model(torch.from_numpy(tiles).unsqueeze(1).to(device))[:, 0].float().cpu().numpy()
-        for (x, y, z), p in zip(batch, out):
+        if per_tile is not None:
+            tiles = zscore(normalize_patch(tiles), *per_tile)
+        for (x, y, z), p in zip(batch, _forward(model, tiles, device)):
             acc[x : x + t, y : y + t, z] += p * w
             weight_sum[x : x + t, y : y + t, z] += w
-
     covered = weight_sum > 0
     acc[covered] /= weight_sum[covered]
-    x0, y0 = pads_x[0], pads_y[0]
-    prob = acc[x0 : x0 + image.shape[0], y0 : y0 + image.shape[1], :]
-    prob = np.where(brain, prob, 0.0).astype(np.float32)
-    return np.clip(prob, 0.0, 1.0)
+    return acc
+
+
+def _predict_slices(
+    model: UNet, img: np.ndarray, x_lo: int, x_hi: int, y_lo: int, y_hi: int, z_slices: list[int],
+    pixels_per_batch: int, device: torch.device,
+) -> np.ndarray:
+    """Whole-slice prediction of the box ``[x_lo, x_hi) x [y_lo, y_hi)`` of every slice in ``z_slices``."""
+    out = np.zeros(img.shape, np.float32)
+    per_batch = max(1, pixels_per_batch // ((x_hi - x_lo) * (y_hi - y_lo)))
+    for i in range(0, len(z_slices), per_batch):
+        zs = z_slices[i : i + per_batch]
+        box = np.moveaxis(img[x_lo:x_hi, y_lo:y_hi, zs], -1, 0)
+        out[x_lo:x_hi, y_lo:y_hi, zs] = np.moveaxis(_forward(model, box, device), 0, -1)
+    return out
 
 
 # ----------------------------------------------------------------------------- files
@@ -210,6 +336,7 @@ def segment_file(
     save_probability: bool = False,
     brain_mask: str = "auto",
     reorient: bool = False,
+    scaling: str = "per_tile",
 ) -> Path:
     """Segment one NIfTI volume and write the result with the input's geometry.
 
@@ -231,7 +358,7 @@ def segment_file(
         (:func:`~tofmra_utils.data.orientation.to_canonical`), then write the result back in the
         input's own voxel order and affine (``tofmra segment`` does; off by default here so a
         caller's arrays map one to one).
-    mode, overlap, batch_size
+    mode, overlap, batch_size, scaling
         See :func:`predict_volume`.
     threshold
         Probability at or above which a voxel is vessel (study: 0.5).
@@ -250,6 +377,7 @@ def segment_file(
 
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+    check_inference(mode, scaling)
     model, info = load_unet(model_path)
     image = load_volume(image_path, "image")
     if mask_path is not None:
@@ -265,7 +393,7 @@ def segment_file(
     elif how is not None:
         mask = to_canonical(mask, image.affine)[0]
     prob = predict_volume(model, info, data, mask, int(info["patch_size"]), mode=mode, overlap=overlap,
-                          batch_size=batch_size)
+                          batch_size=batch_size, scaling=scaling)
     if how is not None:
         prob = from_canonical(prob, how)
     out = prob if save_probability else (prob >= threshold).astype(np.uint8)
@@ -278,12 +406,12 @@ def segment_file(
 # ----------------------------------------------------------------------------- evaluation
 def predict_subject(
     model: UNet, info: dict[str, Any], dataset: Any, subject_id: str, mode: str = "tiles", overlap: float = 0.5,
-    device: Any = None, batch_size: int = 256,
+    device: Any = None, batch_size: int = 256, scaling: str = "per_tile",
 ) -> tuple[Any, Any, Any, np.ndarray]:
     """Image, label and mask :class:`~tofmra_utils.io.Volume` of a subject and the predicted probabilities."""
     image, label, mask = dataset.load_subject(subject_id)
     prob = predict_volume(model, info, image.data, mask.data, int(info["patch_size"]), mode=mode, overlap=overlap,
-                          batch_size=batch_size, device=device)
+                          batch_size=batch_size, device=device, scaling=scaling)
     return image, label, mask, prob
 
 
@@ -301,6 +429,7 @@ def evaluate_subjects(
     device: Any = None,
     overlap: float = 0.5,
     batch_size: int = 256,
+    scaling: str = "per_tile",
 ) -> pd.DataFrame:
     """Whole-volume DSC and 95HD of every subject of a split.
 
@@ -309,7 +438,9 @@ def evaluate_subjects(
     dataset
         A :class:`tofmra_utils.data.SiteDataset`.
     split
-        Which subjects (``"test"`` for the study's table).
+        Which subjects (``"test"`` for the study's table; ``"val"`` to choose the inference).
+    mode, overlap, batch_size, scaling
+        See :func:`predict_volume`.
 
     Returns
     -------
@@ -319,7 +450,10 @@ def evaluate_subjects(
         lower bound of the tool's value) and ``hd95_tool`` (voxels, the EvaluateSegmentation
         tool's randomized search replayed with seed 0,
         :func:`~tofmra_utils.metrics.hd_quantile_tool_emulation`: what stands beside the study's
-        numbers); see :mod:`tofmra_utils.metrics` for empty masks (NaN distances).
+        numbers); see :mod:`tofmra_utils.metrics` for empty masks (NaN distances);
+        ``fp_brain_edge`` and ``fp_interior``: false-positive voxels within :data:`EDGE_WIDTH`
+        voxels of the brain mask's border (:func:`brain_edge`) and deeper inside the brain (the
+        prediction is 0 outside the mask).
         ``attrs["evaluated_in"]`` says where: ``"brain mask"`` for data sets whose
         ``evaluate_in_brain_mask`` is true (user data: real heads, whose labels also cover neck
         and scalp vessels; prediction and label are both cut to the brain mask, as the study's
@@ -334,14 +468,20 @@ def evaluate_subjects(
     rows = []
     for subject in subjects:
         image, label, mask, prob = predict_subject(model, info, dataset, subject.id, mode=mode, overlap=overlap,
-                                                   device=device, batch_size=batch_size)
+                                                   device=device, batch_size=batch_size, scaling=scaling)
         pred = prob >= threshold
         truth = label.data
         if in_brain:  # real heads: labelled neck and scalp vessels lie outside what the study evaluated
             truth, pred = truth * (mask.data > 0), pred & (mask.data > 0)
         scores = evaluate_masks(pred, truth, image.spacing)
+        brain = mask.data > 0
+        false_pos = pred & ~(truth > 0)
+        edge = brain_edge(brain)
+        n_edge, n_brain = int(np.count_nonzero(false_pos & edge)), int(np.count_nonzero(false_pos & brain))
         rows.append({"subject": subject.id, **{k: float(scores[k]) for k in ("dsc", "hd95_mm", "hd95_study")},
-                     "hd95_tool": float(hd_quantile_tool_emulation(pred, truth > 0, seed=TOOL_SEED))})
-    table = pd.DataFrame(rows, columns=["subject", "dsc", "hd95_mm", "hd95_study", "hd95_tool"])
+                     "hd95_tool": float(hd_quantile_tool_emulation(pred, truth > 0, seed=TOOL_SEED)),
+                     "fp_brain_edge": n_edge, "fp_interior": n_brain - n_edge})
+    table = pd.DataFrame(rows, columns=["subject", "dsc", "hd95_mm", "hd95_study", "hd95_tool", "fp_brain_edge",
+                                        "fp_interior"])
     table.attrs["evaluated_in"] = "brain mask" if in_brain else "whole volume"
     return table
