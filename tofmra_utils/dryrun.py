@@ -327,11 +327,22 @@ def dry_run(profile: Profile, device: Any = None, repeats: int | None = None, cp
     unet_row = _unet_stage(profile, device, repeats, cpu_batch)
     add(unet_row)
     per_tile, batch, peak_mb, kind = _inference_tile_seconds(profile, device, repeats, cpu_batch)
+    # Notebook 05: every inference candidate on the validation volumes (the choice), then the test volumes
+    # with the chosen inference (at most a sliding window's tiles) and the study's tiles beside it.
+    # A whole slice costs about as much as the non-overlapping tiles covering it.
+    from .unet.inference_choice import INFERENCE_CANDIDATES
+
+    def tiles_of(mode: str) -> int:
+        return _tiles_per_volume(mask, profile.data.patch_size, "tiles" if mode == "slice" else mode)
+
+    models = 1 + len(GAN_NAMES)
+    choice_tiles = sum(tiles_of(m) for m, _ in INFERENCE_CANDIDATES) * profile.data.n_val * models
+    test_tiles = (tiles_of("sliding") + tiles_of("tiles")) * profile.data.n_test * models
+    total = choice_tiles + test_tiles
+    add(StageProjection("unet inference", f"tile ({choice_tiles} choosing the inference on validation volumes, "
+                        f"{test_tiles} on test volumes)", batch, profile.unet.inference_batch, per_tile * batch,
+                        per_tile, total, per_tile * total, peak_mb, kind))
     tiles = _tiles_per_volume(mask, profile.data.patch_size, profile.transfer.eval_mode)
-    volumes = profile.data.n_test * (1 + len(GAN_NAMES))
-    add(StageProjection("unet inference", f"tile ({tiles} per test volume, {volumes} volumes)", batch,
-                        profile.unet.inference_batch, per_tile * batch, per_tile, tiles * volumes,
-                        per_tile * tiles * volumes, peak_mb, kind))
     steps, runs = _transfer_steps(profile)
     step_full = unet_row.step_s * profile.transfer.batch_size / unet_row.measured_batch
     eval_tiles = runs * profile.data.site_b_n_test * tiles
