@@ -150,9 +150,9 @@ def main() -> None:
                                                       dev), a.repeat, cuda)
             n = int(mask.any(axis=(0, 1)).sum())
             mine_t, mine = ours[("sliding", scaling)]
-            diff = float(np.abs(mine - prob)[mask > 0].max())
+            diff = float(np.abs(mine - prob)[mask > 0].mean())
             print(f"    MONAI sliding {scaling:8s} {n / t:6.2f} slices/s  ({t:6.2f} s): ours sliding is "
-                  f"{t / mine_t:.2f}x MONAI at equal overlap (max |p ours - p MONAI| {diff:.1e})")
+                  f"{t / mine_t:.2f}x MONAI at equal overlap (mean |p ours - p MONAI| {diff:.1e}: the tile positions differ a little)")
             if scaling == "volume":
                 slice_t, whole = ours[("slice", "volume")]
                 differ = float(np.mean((whole >= 0.5) != (mine >= 0.5), where=mask > 0))

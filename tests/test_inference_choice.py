@@ -212,3 +212,12 @@ def test_cli_segment_refuses_whole_slices_with_per_tile_scaling(tmp_path, capsys
     err = capsys.readouterr().err
     assert rc == 2 and "needs scaling 'volume'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def test_prediction_leaves_the_callers_model_layout_alone():
+    from tofmra_utils.unet.model import UNet
+
+    net = UNet(1, base_width=2, depth=2, dropout=0.0).eval()
+    image, mask = head()
+    predict_volume(net, INFO, image, mask, 8, mode="sliding", scaling="per_tile")
+    assert all(p.is_contiguous() for p in net.parameters()), "channels-last is for inference only"

@@ -428,7 +428,7 @@ def inference_choice(table, title: str | None = None) -> Figure:
         :attr:`~tofmra_utils.unet.inference_choice.InferenceChoice.table`: one row per candidate with
         ``inference``, ``val DSC``, ``val DSC sd``, ``FP at brain edge``, ``FP inside`` and ``chosen``.
     """
-    names = [str(v).replace(", ", "\n") for v in table["inference"]]
+    names = [str(v).replace(" window", "").replace(", ", "\n").replace(" scaling", "") for v in table["inference"]]
     x = np.arange(len(table))
     colors = ["tab:orange" if c else "tab:blue" for c in table["chosen"]]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
