@@ -54,7 +54,7 @@ from .train import load_unet
 
 __all__ = [
     "predict_volume", "segment_file", "evaluate_subjects", "predict_subject", "tile_plan", "scale_volume",
-    "brain_edge", "MODES", "SCALINGS", "VOLUME_PERCENTILES", "EDGE_WIDTH",
+    "brain_edge", "check_inference", "MODES", "SCALINGS", "VOLUME_PERCENTILES", "EDGE_WIDTH",
 ]
 
 #: Inference modes (see the module docstring).
