@@ -1,7 +1,7 @@
 """Time whole-volume U-net inference on 512 x 512 slices (IXI TOF-MRA size), beside MONAI.
 
 Usage: ``python benchmarks/bench_infer.py [--profile course] [--patch N] [--slices Z] [--repeat 1]
-[--threads N] [--batch N] [--overlap 0.5] [--checkpoint best.pt] [--no-monai]``
+[--threads N] [--batch N] [--overlap 0.5] [--checkpoint best.pt] [--whole-head] [--no-monai] [--size 512]``
 
 The U-net has the profile's architecture (course: base width 16, 4 poolings) with random
 weights (speed does not depend on the weights; ``--checkpoint`` loads trained ones instead); the
@@ -83,7 +83,7 @@ def monai_sliding(model: torch.nn.Module, image: np.ndarray, mask: np.ndarray, t
     return np.where(mask > 0, out, 0.0).astype(np.float32)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="course")
     ap.add_argument("--patch", type=int, default=None, help="tile size (default: the profile's patch size)")
@@ -96,7 +96,8 @@ def main() -> None:
     ap.add_argument("--whole-head", action="store_true",
                     help="an ellipsoid over the slices too (slices near the ends hold little brain)")
     ap.add_argument("--no-monai", action="store_true", help="skip MONAI even when it is installed")
-    a = ap.parse_args()
+    ap.add_argument("--size", type=int, default=512, help="in-plane size of the slices (IXI: 512)")
+    a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     prof = get_profile(a.profile)
@@ -110,7 +111,7 @@ def main() -> None:
         patch = a.patch or prof.data.patch_size
     model.eval()
     batch = a.batch or prof.unet.inference_batch
-    shape = (512, 512, a.slices)
+    shape = (a.size, a.size, a.slices)
     rng = np.random.default_rng(0)
     image = rng.gamma(4.0, 25.0, shape).astype(np.float32)
     mask = ellipsoid_mask(shape, 0.85 if a.whole_head else 4.0)
@@ -158,7 +159,8 @@ def main() -> None:
                 differ = float(np.mean((whole >= 0.5) != (mine >= 0.5), where=mask > 0))
                 print(f"    whole slices (volume scaling) are {t / slice_t:.2f}x MONAI's sliding window; "
                       f"{differ:.2%} of brain voxels get another 0/1 label than our sliding window at threshold 0.5")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
