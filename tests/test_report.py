@@ -118,3 +118,13 @@ def test_privacy_audit_headlines_come_from_notebook_07():
     assert rows == {"WGAN-GP synthetic set: copy rate (privacy audit, pixels)": 0.012,
                     "WGAN-GP synthetic set: membership-inference AUC (black-box; 0.5 = no leak)": 0.53}
     assert "| WGAN-GP synthetic set: copy rate (privacy audit, pixels) | 0.012 | - | - |" in results_markdown(summary)
+
+
+def test_results_markdown_says_how_notebook_05_chose_its_inference():
+    from tofmra_utils.report import results_markdown
+
+    summary = {"notebooks": {"05_unet_synthetic_vs_real": {"results": {
+        "dsc_real": 0.9, "eval_mode": "sliding", "eval_scaling": "volume", "inference_chosen_on": "validation volumes"}}}}
+    assert "`sliding` tiling, `volume` scaling, chosen on the validation volumes" in results_markdown(summary, "abc")
+    summary["notebooks"]["05_unet_synthetic_vs_real"]["results"]["inference_chosen_on"] = "notebook parameters"
+    assert "set by the notebook's parameters" in results_markdown(summary, "abc")
