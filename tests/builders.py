@@ -85,3 +85,27 @@ def gan_patches(n: int = 48, size: int = 16, seed: int = 0) -> PatchSet:
         image[i, r - 1 : r + 1] = rng.uniform(0.6, 1.0)
     subject = np.array([SUBJECTS[i % len(SUBJECTS)] for i in range(n)])
     return PatchSet(image, label, subject, np.ones(n), np.zeros((n, 3)), meta={"subjects": list(SUBJECTS)})
+
+
+# ----------------------------------------------------------------------------- evaluation
+class VolumesDataset:
+    """The two methods of SiteDataset that whole-volume evaluation uses, over in-memory volumes.
+
+    ``volumes``: subject id -> (image, label, mask) arrays; every subject belongs to ``split``.
+    """
+
+    def __init__(self, volumes: dict, split: str = "test", spacing=(0.5, 0.5, 0.8)) -> None:
+        self.root = None
+        self.volumes, self.split = volumes, split
+        self.affine = np.diag([*spacing, 1.0])
+
+    def subjects_in(self, split):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(id=s) for s in self.volumes] if split == self.split else []
+
+    def load_subject(self, subject_id):
+        from tofmra_utils.io import Volume
+
+        image, label, mask = self.volumes[subject_id]
+        return Volume(image, self.affine), Volume(label, self.affine), Volume(mask, self.affine)

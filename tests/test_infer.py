@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
+from builders import VolumesDataset
 from tofmra_utils.cli import main
-from tofmra_utils.io import DataError, Volume, load_volume
+from tofmra_utils.io import DataError, load_volume
 from tofmra_utils.metrics import evaluate_masks
 from tofmra_utils.conventions import normalize_patch
 from tofmra_utils.patchset import PatchSet
@@ -207,22 +208,6 @@ def test_cli_segment(trained, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- evaluation
-class TinyDataset:
-    """The two methods of SiteDataset that evaluation uses."""
-
-    def __init__(self, volumes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
-        self.root = None
-        self.volumes = volumes
-
-    def subjects_in(self, split):
-        return [SimpleNamespace(id=s) for s in self.volumes] if split == "test" else []
-
-    def load_subject(self, subject_id):
-        image, label, mask = self.volumes[subject_id]
-        affine = np.diag([0.5, 0.5, 0.8, 1.0])
-        return Volume(image, affine), Volume(label, affine), Volume(mask, affine)
-
-
 def test_evaluate_subjects(trained):
     vols = {}
     for i, shape in enumerate([(30, 26, 4), (21, 33, 3)]):
@@ -230,7 +215,7 @@ def test_evaluate_subjects(trained):
         label = np.zeros(shape, np.uint8)
         label[2:-2, shape[1] // 2, :] = 1
         vols[f"sub-{i}"] = (image, label, mask)
-    ds = TinyDataset(vols)
+    ds = VolumesDataset(vols, split="test")
     table = evaluate_subjects(trained.model, trained.info, ds, split="test")
     assert isinstance(table, pd.DataFrame) and list(table.columns) == [
         "subject", "dsc", "hd95_mm", "hd95_study", "hd95_tool", "fp_brain_edge", "fp_interior"]

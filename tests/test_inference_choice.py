@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from builders import VolumesDataset
 from tofmra_utils.cli import main
 from tofmra_utils.conventions import normalize_patch, zscore
-from tofmra_utils.io import Volume
 from tofmra_utils.unet.infer import EDGE_WIDTH, brain_edge, check_inference, predict_volume, scale_volume
 from tofmra_utils.unet.inference_choice import (
     INFERENCE_CANDIDATES, STUDY_INFERENCE, candidates_for, choose_inference, edge_false_positive_sentence,
@@ -173,29 +172,20 @@ def test_candidates_for():
         candidates_for("auto", "global")
 
 
-class ValDataset:
-    def __init__(self) -> None:
-        self.root = None
-        self.volumes = {}
-        for i in range(2):
-            image, mask = head(seed=i)
-            label = ((image > np.percentile(image, 95)) & (mask > 0)).astype(np.uint8)
-            self.volumes[f"v{i}"] = (image, label, mask)
-
-    def subjects_in(self, split):
-        return [SimpleNamespace(id=s) for s in self.volumes] if split == "val" else []
-
-    def load_subject(self, subject_id):
-        image, label, mask = self.volumes[subject_id]
-        affine = np.diag([0.5, 0.5, 0.8, 1.0])
-        return Volume(image, affine), Volume(label, affine), Volume(mask, affine)
+def val_dataset() -> VolumesDataset:
+    volumes = {}
+    for i in range(2):
+        image, mask = head(seed=i)
+        label = ((image > np.percentile(image, 95)) & (mask > 0)).astype(np.uint8)
+        volumes[f"v{i}"] = (image, label, mask)
+    return VolumesDataset(volumes, split="val")
 
 
 def test_select_inference_chooses_on_validation_volumes_only(monkeypatch):
     import tofmra_utils.unet.inference_choice as ic
 
     monkeypatch.setattr(ic, "load_unet", lambda path, device=None: (PointwiseNet(), {**INFO, "patch_size": 8}))
-    ds = ValDataset()
+    ds = val_dataset()
     mode, scaling, choice, how = select_inference({"real": "a.pt", "dcgan": "b.pt"}, ds, threshold=0.7)
     assert (mode, scaling) == (choice.mode, choice.scaling) and "validation volume" in how
     assert len(choice.table) == len(INFERENCE_CANDIDATES) and np.isfinite(choice.table["val DSC"]).all()
