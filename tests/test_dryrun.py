@@ -27,7 +27,7 @@ def test_timing_skips_the_first_call_when_repeating():
     assert len(calls) == 4
 
 
-def test_smoke_dry_run_projects_every_stage_from_its_steps(capsys):
+def test_smoke_dry_run_projects_every_stage_from_its_steps(capsys, tmp_path):
     profile = get_profile("smoke")
     rows = dry_run(profile, device="cpu", log=lambda _: None)
     by_stage = {r.stage: r for r in rows}
@@ -54,10 +54,18 @@ def test_smoke_dry_run_projects_every_stage_from_its_steps(capsys):
     text = format_projection(rows, profile, torch.device("cpu"), 1.0)
     assert "PROJECTION" in text and text.count("\n| ") == len(rows) + 1
 
-    # The command prints the same table and writes nothing.
-    assert main(["run", "--profile", "smoke", "--dry-run", "--out", "/nonexistent/never-written"]) == 0
+    # The command prints the same table and writes nothing but the README block it is asked to fill.
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- dryrun:begin -->\nold table\n<!-- dryrun:end -->\noutro\n")
+    assert main(["run", "--profile", "smoke", "--dry-run", "--out", "/nonexistent/never-written",
+                 "--readme", str(readme)]) == 0
     out = capsys.readouterr().out
     assert "PROJECTION" in out and "| gan wgan_gp_sn |" in out and "Projected total" in out
+    written = readme.read_text()
+    assert written.startswith("intro\n<!-- dryrun:begin -->\nDry run of profile 'smoke'") and "old table" not in written
+    assert "| gan wgan_gp_sn |" in written and "--dry-run --readme" in written and written.endswith("<!-- dryrun:end -->\noutro\n")
+    assert main(["run", "--profile", "smoke", "--readme", str(readme)]) == 2
+    assert "--readme needs --dry-run" in capsys.readouterr().err
 
 
 def test_cuda_speedups_never_touch_a_cpu_run(monkeypatch):

@@ -219,14 +219,17 @@ def seed_spread_markdown(summaries: list[dict[str, Any]], labels: list[str] | No
     return "\n".join(lines) + "\n\n" + sentence
 
 
-def update_readme(readme: str | os.PathLike[str], table: str) -> Path:
-    """Replace the README's block between the result markers with ``table`` (atomically)."""
+def update_readme(readme: str | os.PathLike[str], table: str, block: str = "results") -> Path:
+    """Replace the README's block between ``<!-- <block>:begin -->`` and ``<!-- <block>:end -->`` with
+    ``table`` (atomically). ``block``: ``"results"`` (``tofmra report``) or ``"dryrun"`` (``tofmra run
+    --dry-run``)."""
+    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
     path = Path(readme)
     text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise DataError(path, f"no results block: add the lines {BEGIN} and {END} where the table goes")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+    if begin not in text or end not in text:
+        raise DataError(path, f"no {block} block: add the lines {begin} and {end} where the table goes")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+        Path(tmp).write_text(f"{head}{begin}\n{table}\n{end}{tail}")
     return path
