@@ -202,6 +202,12 @@ def test_cli_segment(trained, tmp_path, capsys):
                "--out", str(out), "--mode", "sliding", "--overlap", "0.25", "--batch-size", "4"])
     assert rc == 0 and out.exists() and str(out) in capsys.readouterr().out
     np.testing.assert_allclose(nib.load(str(out)).affine, AFFINE)
+    whole = tmp_path / "seg_slices.nii.gz"  # whole slices with the study's volume scaling
+    rc = main(["segment", "--model", str(trained.path), "--image", str(img_path), "--mask", str(mask_path),
+               "--out", str(whole), "--mode", "slice", "--scaling", "volume", "--probability"])
+    assert rc == 0 and whole.exists()
+    prob = np.asarray(nib.load(str(whole)).dataobj)
+    assert prob.shape == image.shape and prob.max() <= 1.0 and (prob[mask == 0] == 0).all() and prob[mask == 1].min() > 0
     rc = main(["segment", "--model", str(trained.path), "--image", str(tmp_path / "missing.nii.gz"),
                "--out", str(tmp_path / "x.nii.gz")])
     assert rc == 2 and "missing.nii.gz" in capsys.readouterr().err
