@@ -139,7 +139,7 @@ def scores_table(dsc: dict[tuple[str, str], float], fp_edge: dict[tuple[str, str
             for subject in ("v1", "v2"):
                 e = (fp_edge or {}).get((mode, scaling), 10.0)
                 rows.append({"mode": mode, "scaling": scaling, "model": model, "subject": subject, "dsc": d,
-                             "hd95_mm": 1.0, "fp_brain_edge": e, "fp_interior": 30.0, "seconds": 0.1})
+                             "hd95_mm": 1.0, "fp_brain_edge": e, "fp_interior": 30.0, "eval_seconds": 0.1})
     return pd.DataFrame(rows)
 
 
@@ -182,9 +182,9 @@ def val_dataset() -> VolumesDataset:
 
 
 def test_select_inference_chooses_on_validation_volumes_only(monkeypatch):
-    import tofmra_utils.unet.inference_choice as ic
+    import tofmra_utils.unet.experiment as experiment
 
-    monkeypatch.setattr(ic, "load_unet", lambda path, device=None: (PointwiseNet(), {**INFO, "patch_size": 8}))
+    monkeypatch.setattr(experiment, "load_unet", lambda path, device=None: (PointwiseNet(), {**INFO, "patch_size": 8}))
     ds = val_dataset()
     mode, scaling, choice, how = select_inference({"real": "a.pt", "dcgan": "b.pt"}, ds, threshold=0.7)
     assert (mode, scaling) == (choice.mode, choice.scaling) and "validation volume" in how

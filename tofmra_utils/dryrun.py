@@ -342,7 +342,7 @@ def dry_run(profile: Profile, device: Any = None, repeats: int | None = None, cp
     add(StageProjection("unet inference", f"tile ({choice_tiles} choosing the inference on validation volumes, "
                         f"{test_tiles} on test volumes)", batch, profile.unet.inference_batch, per_tile * batch,
                         per_tile, total, per_tile * total, peak_mb, kind))
-    tiles = _tiles_per_volume(mask, profile.data.patch_size, profile.transfer.eval_mode)
+    tiles = tiles_of(profile.transfer.eval_mode)
     steps, runs = _transfer_steps(profile)
     step_full = unet_row.step_s * profile.transfer.batch_size / unet_row.measured_batch
     eval_tiles = runs * profile.data.site_b_n_test * tiles

@@ -24,7 +24,6 @@ from .study import STUDY_RESULTS, STUDY_TL_ONE_PATIENT
 __all__ = ["Headline", "headlines", "notebook_times", "results_markdown", "comparison_markdown", "update_readme", "load_summary",
            "seed_spread", "seed_spread_markdown"]
 
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 GAN_LABELS = {"dcgan": "DCGAN", "wgan_gp": "WGAN-GP", "wgan_gp_sn": "WGAN-GP-SN"}
 
 
@@ -219,11 +218,20 @@ def seed_spread_markdown(summaries: list[dict[str, Any]], labels: list[str] | No
     return "\n".join(lines) + "\n\n" + sentence
 
 
+def readme_markers(block: str) -> tuple[str, str]:
+    """The two HTML comments that enclose a generated block of the README."""
+    return f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+
+
+#: The results block's markers (``tofmra report --readme``).
+BEGIN, END = readme_markers("results")
+
+
 def update_readme(readme: str | os.PathLike[str], table: str, block: str = "results") -> Path:
     """Replace the README's block between ``<!-- <block>:begin -->`` and ``<!-- <block>:end -->`` with
     ``table`` (atomically). ``block``: ``"results"`` (``tofmra report``) or ``"dryrun"`` (``tofmra run
     --dry-run``)."""
-    begin, end = f"<!-- {block}:begin -->", f"<!-- {block}:end -->"
+    begin, end = readme_markers(block)
     path = Path(readme)
     text = path.read_text()
     if begin not in text or end not in text:

@@ -264,11 +264,12 @@ def predict_volume(
 
 @contextmanager
 def _inference_layout(model: UNet, device: torch.device) -> Iterator[None]:
-    """Channels-last weights while predicting on a CPU, restored afterwards.
+    """Channels-last weights while predicting on a CPU, the default layout afterwards.
 
     Measured with the course U-net (32 px tiles, batch 256, 2 cores; ``benchmarks/bench_infer.py``):
-    oneDNN's channels-last convolutions take about half the time of the default layout. The
-    caller's model gets its own layout back, so training code never sees the change.
+    oneDNN's channels-last convolutions take about half the time of the default layout. Models on
+    a CPU are kept in the default layout elsewhere (the CUDA switches never touch a CPU run), so
+    training code never sees the change.
     """
     if device.type != "cpu":
         yield

@@ -12,17 +12,15 @@ positives at the brain's edge" is measured, not asserted (:func:`edge_false_posi
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from ..io import DataError
-from .infer import EDGE_WIDTH, brain_edge, check_inference, evaluate_subjects
-from .train import load_unet
+from .experiment import evaluate_models
+from .infer import EDGE_WIDTH, brain_edge, check_inference
 
 __all__ = [
     "INFERENCE_CANDIDATES", "STUDY_INFERENCE", "InferenceChoice", "inference_label", "candidates_for",
@@ -85,11 +83,6 @@ class InferenceChoice(NamedTuple):
         return inference_label(self.mode, self.scaling)
 
 
-def _load(m: Any, device: Any) -> tuple[Any, dict[str, Any]]:
-    ckpt = getattr(m, "checkpoint", m)
-    return load_unet(Path(ckpt), device=device)
-
-
 def evaluate_inference_candidates(
     models: Mapping[str, Any], dataset: Any, split: str = "val", candidates: Sequence[tuple[str, str]] | None = None,
     threshold: float = 0.5, device: Any = None,
@@ -99,7 +92,7 @@ def evaluate_inference_candidates(
     Parameters
     ----------
     models
-        Name -> checkpoint path (or an object with a ``checkpoint`` attribute).
+        Name -> :class:`~tofmra_utils.unet.experiment.TrainedUnet` or checkpoint path.
     dataset
         A :class:`~tofmra_utils.data.SiteDataset` with subjects in ``split``.
     split
@@ -107,8 +100,8 @@ def evaluate_inference_candidates(
 
     Returns
     -------
-    DataFrame with ``mode, scaling, model, seconds`` and the columns of
-    :func:`~tofmra_utils.unet.infer.evaluate_subjects`.
+    DataFrame with ``mode, scaling`` and the columns of
+    :func:`~tofmra_utils.unet.experiment.evaluate_models` (``eval_seconds``: per volume).
     """
     if split == "test":
         raise ValueError("the inference is chosen on validation volumes, never on the test volumes")
@@ -118,17 +111,11 @@ def evaluate_inference_candidates(
     for mode, scaling in candidates:
         check_inference(mode, scaling)
     tables = []
-    for name, m in models.items():
-        model, info = _load(m, device)
-        for mode, scaling in candidates:
-            t0 = time.perf_counter()
-            table = evaluate_subjects(model, info, dataset, split=split, mode=mode, scaling=scaling,
-                                      threshold=threshold, device=device)
-            table.insert(0, "model", name)
-            table.insert(0, "scaling", scaling)
-            table.insert(0, "mode", mode)
-            table["seconds"] = (time.perf_counter() - t0) / max(len(table), 1)
-            tables.append(table)
+    for mode, scaling in candidates:
+        table = evaluate_models(models, dataset, split, mode=mode, threshold=threshold, device=device, scaling=scaling)
+        table.insert(0, "scaling", scaling)
+        table.insert(0, "mode", mode)
+        tables.append(table)
     return pd.concat(tables, ignore_index=True)
 
 
@@ -164,7 +151,7 @@ def choose_inference(scores: pd.DataFrame, dataset: Any = None, split: str = "va
             "FP at brain edge": float(grp["fp_brain_edge"].mean()),
             "FP inside": float(grp["fp_interior"].mean()),
             "FP share at edge": float(grp["fp_brain_edge"].sum() / fp.sum()) if fp.sum() else np.nan,
-            "seconds per volume": float(grp["seconds"].mean()),
+            "seconds per volume": float(grp["eval_seconds"].mean()),
             "_order": order.get((mode, scaling), len(order)),
         })
     table = pd.DataFrame(rows).sort_values("_order", kind="stable").reset_index(drop=True)
