@@ -38,8 +38,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ import torch
 
 from ..conventions import normalize_patch, zscore
 from ..io import DataError, check_same_geometry, load_volume, save_volume
+from .inference_net import InferenceUNet
 from .model import UNet, check_patch_size
 from .train import load_unet
 
@@ -198,6 +198,10 @@ def _gaussian_weight(tile: int, sigma_fraction: float = 0.125) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- prediction
+#: What predicts a batch: (B, 1, H, W) float32 tensor (on the CPU) -> (B, 1, H, W) probabilities.
+Net = Callable[[torch.Tensor], torch.Tensor]
+
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -258,36 +262,17 @@ def predict_volume(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device) if device is not None else _model_device(model)
     model = model.to(device).eval()
-    with _inference_layout(model, device):
-        return _predict(model, info, image, brain, patch_size, mode, overlap, batch_size, device, scaling)
-
-
-@contextmanager
-def _inference_layout(model: UNet, device: torch.device) -> Iterator[None]:
-    """Channels-last weights while predicting on a CPU, the default layout afterwards.
-
-    Measured with the course U-net (32 px tiles, batch 256, 2 cores; ``benchmarks/bench_infer.py``):
-    oneDNN's channels-last convolutions take about half the time of the default layout. Models on
-    a CPU are kept in the default layout elsewhere (the CUDA switches never touch a CPU run), so
-    training code never sees the change.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    try:
-        yield
-    finally:
-        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    net: Net = InferenceUNet(model, device) if isinstance(model, UNet) else (lambda x: model(x.to(device)))
+    return _predict(net, model.depth, info, image, brain, patch_size, mode, overlap, batch_size, scaling)
 
 
 def _predict(
-    model: UNet, info: dict[str, Any], image: np.ndarray, brain: np.ndarray, patch_size: int, mode: str,
-    overlap: float, batch_size: int, device: torch.device, scaling: str,
+    net: Net, depth: int, info: dict[str, Any], image: np.ndarray, brain: np.ndarray, patch_size: int, mode: str,
+    overlap: float, batch_size: int, scaling: str,
 ) -> np.ndarray:
     """:func:`predict_volume` after its checks: plan, scale, predict, crop."""
     mean, std = float(info["norm_mean"]), float(info["norm_std"])
-    t = 2**model.depth if mode == "slice" else patch_size
+    t = 2**depth if mode == "slice" else patch_size
     (pads_x, pads_y), x_starts, y_starts, z_slices = tile_plan(brain, t, mode, overlap)
     prob = np.zeros(image.shape, np.float32)
     if not z_slices:
@@ -300,25 +285,25 @@ def _predict(
     img = np.pad(image, pad, mode="edge")
     x0, y0 = pads_x[0], pads_y[0]
     if mode == "slice":
-        out = _predict_slices(model, img, x_starts[0], x_starts[-1] + t, y_starts[0], y_starts[-1] + t, z_slices,
-                              max(1, batch_size * patch_size**2), device)
+        out = _predict_slices(net, img, x_starts[0], x_starts[-1] + t, y_starts[0], y_starts[-1] + t, z_slices,
+                              max(1, batch_size * patch_size**2))
     else:
-        out = _predict_tiles(model, img, np.pad(brain, pad, mode="constant"), x_starts, y_starts, z_slices, t,
-                             mode, batch_size, device, None if scaling == "volume" else (mean, std))
+        out = _predict_tiles(net, img, np.pad(brain, pad, mode="constant"), x_starts, y_starts, z_slices, t,
+                             mode, batch_size, None if scaling == "volume" else (mean, std))
     prob = out[x0 : x0 + image.shape[0], y0 : y0 + image.shape[1], :]
     prob = np.where(brain, prob, 0.0).astype(np.float32)
     return np.clip(prob, 0.0, 1.0)
 
 
-def _forward(model: UNet, batch: np.ndarray, device: torch.device) -> np.ndarray:
+def _forward(net: Net, batch: np.ndarray) -> np.ndarray:
     """(B, H, W) float32 inputs -> (B, H, W) float32 probabilities."""
-    x = torch.from_numpy(np.ascontiguousarray(batch)).unsqueeze(1).to(device)
-    return model(x)[:, 0].float().contiguous().cpu().numpy()
+    x = torch.from_numpy(np.ascontiguousarray(batch)).unsqueeze(1)
+    return net(x)[:, 0].float().contiguous().cpu().numpy()
 
 
 def _predict_tiles(
-    model: UNet, img: np.ndarray, brn: np.ndarray, x_starts: list[int], y_starts: list[int], z_slices: list[int],
-    t: int, mode: str, batch_size: int, device: torch.device, per_tile: tuple[float, float] | None,
+    net: Net, img: np.ndarray, brn: np.ndarray, x_starts: list[int], y_starts: list[int], z_slices: list[int],
+    t: int, mode: str, batch_size: int, per_tile: tuple[float, float] | None,
 ) -> np.ndarray:
     """Tiled prediction of a padded volume; ``per_tile`` = (mean, std) scales each tile on its own."""
     acc = np.zeros(img.shape, np.float32)
@@ -330,7 +315,7 @@ def _predict_tiles(
         tiles = np.stack([img[x : x + t, y : y + t, z] for x, y, z in batch])
         if per_tile is not None:
             tiles = zscore(normalize_patch(tiles), *per_tile)
-        for (x, y, z), p in zip(batch, _forward(model, tiles, device)):
+        for (x, y, z), p in zip(batch, _forward(net, tiles)):
             acc[x : x + t, y : y + t, z] += p * w
             weight_sum[x : x + t, y : y + t, z] += w
     covered = weight_sum > 0
@@ -339,8 +324,8 @@ def _predict_tiles(
 
 
 def _predict_slices(
-    model: UNet, img: np.ndarray, x_lo: int, x_hi: int, y_lo: int, y_hi: int, z_slices: list[int],
-    pixels_per_batch: int, device: torch.device,
+    net: Net, img: np.ndarray, x_lo: int, x_hi: int, y_lo: int, y_hi: int, z_slices: list[int],
+    pixels_per_batch: int,
 ) -> np.ndarray:
     """Whole-slice prediction of the box ``[x_lo, x_hi) x [y_lo, y_hi)`` of every slice in ``z_slices``."""
     out = np.zeros(img.shape, np.float32)
@@ -348,7 +333,7 @@ def _predict_slices(
     for i in range(0, len(z_slices), per_batch):
         zs = z_slices[i : i + per_batch]
         box = np.moveaxis(img[x_lo:x_hi, y_lo:y_hi, zs], -1, 0)
-        out[x_lo:x_hi, y_lo:y_hi, zs] = np.moveaxis(_forward(model, box, device), 0, -1)
+        out[x_lo:x_hi, y_lo:y_hi, zs] = np.moveaxis(_forward(net, box), 0, -1)
     return out
 
 

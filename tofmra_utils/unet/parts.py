@@ -53,6 +53,7 @@ class Up(nn.Module):
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int, dropout: float = 0.0,
                  between: bool = False) -> None:
         super().__init__()
+        self.skip_channels = skip_channels
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
         self.conv = DoubleConv(in_channels + skip_channels, out_channels, dropout, between)
 
