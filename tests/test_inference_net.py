@@ -33,3 +33,18 @@ def test_a_copy_of_the_weights_in_the_models_own_layout():
     x = torch.randn(2, 1, 8, 8)
     with torch.inference_mode():
         assert not torch.allclose(net(x), model(x))
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 8])
+def test_a_transposed_convolution_replaces_upsampling_then_convolution(size):
+    import torch.nn.functional as F
+
+    from tofmra_utils.unet.inference_net import upsampled_conv_as_transposed
+
+    torch.manual_seed(size)
+    weight, h = torch.randn(4, 3, 3, 3), torch.randn(2, 3, size, size)
+    expected = F.conv2d(F.interpolate(h, scale_factor=2.0, mode="nearest"), weight, padding=1)
+    got = F.conv_transpose2d(h, upsampled_conv_as_transposed(weight), stride=2, padding=1)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="3, 3"):
+        upsampled_conv_as_transposed(torch.randn(4, 3, 5, 5))
