@@ -29,7 +29,9 @@ Two input scalings (:data:`SCALINGS`):
     (the GANs' scale), so the volume is first brought to that [-1, 1] range, once, for all tiles.
 
 Tiles without any brain voxel are skipped; the probability outside the brain mask is 0. Tiles
-(or slices) go through the network in batches, so memory stays bounded for any volume size.
+(or slices) go through the network in batches, so memory stays bounded for any volume size, and
+through :class:`~tofmra_utils.unet.inference_net.InferenceUNet`: the U-net's own function,
+computed with fewer memory passes (``benchmarks/bench_infer.py`` times it beside MONAI).
 Which mode and scaling to use is chosen on validation volumes
 (:mod:`tofmra_utils.unet.inference_choice`), never on test volumes.
 """
