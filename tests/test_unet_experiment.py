@@ -144,3 +144,18 @@ def test_gan_costs_reads_what_notebooks_02_04_recorded(tmp_path):
     assert costs.loc["wgan_gp", "label threshold"] == "0.800 (fixed)"
     assert costs.loc["dcgan", "generated from"] == "final weights, step 750"
     assert costs.loc["wgan_gp", "generated from"] == "final weights, step 625"
+
+
+def test_inference_comparison_sets_two_inferences_side_by_side():
+    from tofmra_utils.unet.experiment import inference_comparison
+
+    main = per_patient_table().assign(fp_brain_edge=10.0, fp_interior=4.0)
+    other = main.assign(dsc=main["dsc"] - 0.1, fp_brain_edge=np.where(main["model"] == "real", 100.0, 30.0))
+    both = inference_comparison(("sliding", main, summary_table(main)), ("tiles", other, summary_table(other)),
+                                ["real", "wgan_gp_sn", "wgan_gp", "dcgan"])
+    assert list(both.index) == ["real", "WGAN-GP-SN", "WGAN-GP", "DCGAN"]  # the order asked for, display labels
+    assert list(both.columns) == ["DSC (sliding)", "DSC (tiles)", "95HD mm (sliding)", "95HD mm (tiles)",
+                                  "FP voxels per volume (sliding)", "FP voxels per volume (tiles)"]
+    assert both.loc["real", "DSC (sliding)"].startswith("0.850 ± ") and both.loc["real", "DSC (tiles)"].startswith("0.750 ± ")
+    assert both.loc["real", "FP voxels per volume (sliding)"] == 14 and both.loc["real", "FP voxels per volume (tiles)"] == 104
+    assert both.loc["DCGAN", "FP voxels per volume (tiles)"] == 34

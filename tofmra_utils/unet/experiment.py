@@ -38,6 +38,7 @@ __all__ = [
     "load_synthetic_sets",
     "train_models",
     "evaluate_models",
+    "inference_comparison",
     "summary_table",
     "ranking_sentence",
     "gan_costs",
@@ -180,6 +181,40 @@ def summary_table(per_patient: pd.DataFrame, models: Mapping[str, TrainedUnet] |
             "n_patients": int(len(grp)),
         })
     return pd.DataFrame(rows)
+
+
+def inference_comparison(
+    main: tuple[str, pd.DataFrame, pd.DataFrame], other: tuple[str, pd.DataFrame, pd.DataFrame],
+    models: Sequence[str],
+) -> pd.DataFrame:
+    """The same U-nets scored with two inferences, side by side (notebook 05's "study's inference beside").
+
+    Parameters
+    ----------
+    main, other
+        ``(name, per_patient, summary)`` of each inference: its words (e.g. ``"sliding window,
+        per-tile scaling"``), the long table of :func:`evaluate_models` (with ``fp_brain_edge`` and
+        ``fp_interior``) and its :func:`summary_table`.
+    models
+        Model keys in the order of the rows.
+
+    Returns
+    -------
+    One row per model (display label): ``DSC (<name>)`` and ``95HD mm (<name>)`` of both
+    inferences (mean ± sd over the test patients), then ``FP voxels per volume (<name>)`` of both
+    (false-positive voxels per test volume, mean over the patients, rounded).
+    """
+    (main_name, main_pp, main_sum), (alt_name, alt_pp, alt_sum) = main, other
+    fp = {name: pp.groupby("model")[["fp_brain_edge", "fp_interior"]].mean().sum(axis=1)
+          for name, pp in ((main_name, main_pp), (alt_name, alt_pp))}
+    both = pd.DataFrame({f"DSC ({main_name})": main_sum.set_index("model")["DSC"],
+                         f"DSC ({alt_name})": alt_sum.set_index("model")["DSC"],
+                         f"95HD mm ({main_name})": main_sum.set_index("model")["95HD (mm)"],
+                         f"95HD mm ({alt_name})": alt_sum.set_index("model")["95HD (mm)"],
+                         **{f"FP voxels per volume ({k})": v.round(0) for k, v in fp.items()}})
+    both = both.reindex(list(models))
+    both.index = [MODEL_LABELS.get(k, k) for k in both.index]
+    return both
 
 
 def gan_costs(ctx: Any, names: Sequence[str] = GAN_NAMES) -> pd.DataFrame:
