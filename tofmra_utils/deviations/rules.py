@@ -332,10 +332,6 @@ def _inference_mode() -> Any:
     return _notebook_default(_NOTEBOOK_05, "eval_mode")
 
 
-def _inference_applies(p: Profile) -> bool:
-    return True  # notebook 05 chooses its inference on validation volumes, and the transfer sweep has its own
-
-
 def _inference_here(profiles: Profiles) -> str:
     parts = []
     main = _inference_mode()
@@ -366,7 +362,8 @@ _EVALUATION: tuple[_Rule, ...] = (
           "stay cheap.",
           switch="notebook 05: `eval_mode = \"tiles\"`, `eval_scaling = \"volume\"`; `transfer.eval_mode = \"tiles\"`; "
                  "`tofmra segment --mode tiles --scaling volume`",
-          fields=("transfer.eval_mode",), applies=_inference_applies),
+          fields=("transfer.eval_mode",),
+          applies=lambda p: True),  # notebook 05 chooses on validation volumes; the transfer sweep has its own
     _Rule("evaluation", "95th-percentile Hausdorff distance",
           "EvaluateSegmentation's HDRFDST@0.95: distances of mismatching voxels only, in voxel units, found by a "
           "randomized early-stopping search",

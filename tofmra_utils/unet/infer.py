@@ -487,10 +487,10 @@ def evaluate_subjects(
                                                    device=device, batch_size=batch_size, scaling=scaling)
         pred = prob >= threshold
         truth = label.data
-        if in_brain:  # real heads: labelled neck and scalp vessels lie outside what the study evaluated
-            truth, pred = truth * (mask.data > 0), pred & (mask.data > 0)
-        scores = evaluate_masks(pred, truth, image.spacing)
         brain = mask.data > 0
+        if in_brain:  # real heads: labelled neck and scalp vessels lie outside what the study evaluated
+            truth, pred = truth * brain, pred & brain
+        scores = evaluate_masks(pred, truth, image.spacing)
         false_pos = pred & ~(truth > 0)
         edge = brain_edge(brain)
         n_edge, n_brain = int(np.count_nonzero(false_pos & edge)), int(np.count_nonzero(false_pos & brain))

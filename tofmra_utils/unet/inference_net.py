@@ -90,18 +90,18 @@ class InferenceUNet:
         for up in model.ups:  # the first convolution reads [skip, up(x)] along channels
             first, second = _convs(up.conv)
             w_skip, b = self._prepare(first, slice(0, up.skip_channels))
-            w_up, _ = self._prepare(first, slice(up.skip_channels, None))
-            w_up = upsampled_conv_as_transposed(w_up)
-            w_up = w_up.contiguous(memory_format=torch.channels_last) if self.channels_last else w_up
+            w_up = self._weight(upsampled_conv_as_transposed(first.weight.detach()[:, up.skip_channels:]))
             self.ups.append(((w_skip, b), w_up, self._prepare(second)))
-        out = model.outc.conv
-        self.out = self._prepare(out)
+        self.out = self._prepare(model.outc.conv)
+
+    def _weight(self, w: torch.Tensor) -> torch.Tensor:
+        """A copy of ``w`` on the device, in the layout the convolutions run in."""
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        return w.to(self.device, copy=True, memory_format=layout)
 
     def _prepare(self, conv: nn.Conv2d, channels: slice = slice(None)) -> _Conv:
-        layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        w = conv.weight.detach()[:, channels].to(self.device, copy=True, memory_format=layout)
         b = None if conv.bias is None else conv.bias.detach().to(self.device, copy=True)
-        return w, b
+        return self._weight(conv.weight.detach()[:, channels]), b
 
     def _double(self, x: torch.Tensor, convs: list[_Conv]) -> torch.Tensor:
         for w, b in convs:
