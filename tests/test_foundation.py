@@ -155,6 +155,20 @@ def test_patchset_roundtrip_and_subject_selection(tmp_path):
     assert len(sub) == 2 and set(sub.subject) == {"A-001"}
 
 
+def test_at_most_per_subject_keeps_both_kinds_evenly_spaced():
+    # subject a: 10 patches stored vessel-centred first (kind 1) then random (kind 0); subject b: 3 patches
+    subject = ["a"] * 10 + ["b"] * 3
+    kind = [1] * 5 + [0] * 5 + [1, 0, 0]
+    ps = PatchSet(image=np.zeros((13, 4, 4)), label=np.zeros((13, 4, 4)), subject=subject, kind=kind,
+                  centre=[[i, 0, 0] for i in range(13)])
+    kept = ps.at_most_per_subject(4)
+    np.testing.assert_array_equal(kept.centre[:, 0], [0, 3, 6, 9, 10, 11, 12])  # a: 4 evenly spaced; b: all 3
+    assert list(kept.kind[:4]) == [1, 1, 0, 0]  # a prefix would have been vessel-centred only
+    assert len(ps.at_most_per_subject(100)) == 13
+    with pytest.raises(ValueError, match="at least 1"):
+        ps.at_most_per_subject(0)
+
+
 def test_patchset_rejects_bad_values(tmp_path):
     with pytest.raises(DataError, match=r"\[-1, 1\]"):
         PatchSet(image=np.full((2, 4, 4), 3.0), label=np.zeros((2, 4, 4)), subject=["a", "b"], kind=[0, 0], centre=np.zeros((2, 3)))

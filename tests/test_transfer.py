@@ -211,6 +211,20 @@ def test_changed_budget_recomputes_stale_results(tmp_path):
     assert len(third.calls) == 4 and set(third.eval_modes) == {"tiles"}
 
 
+def test_validation_patches_are_capped_per_subject_and_the_cap_is_part_of_the_result(tmp_path):
+    ds, ckpts, out = FakeDataset(tmp_path), {"scratch": None}, tmp_path / "transfer"
+    base = small_profile(3)
+    run_transfer_sweep(ds, base, out, ckpts, progress=False, backend=FakeBackend().backend())
+    capped = dataclasses.replace(base, transfer=dataclasses.replace(base.transfer, val_patches_per_subject=2))
+    again = FakeBackend()
+    run_transfer_sweep(ds, capped, out, ckpts, progress=False, backend=again.backend())
+    assert len(again.calls) == 4  # another validation set is another selection: every run recomputed
+    for call in again.calls:  # FakeDataset holds 4 patches per validation subject
+        assert sorted(call["val"].subject.tolist()) == ["V0", "V0", "V1", "V1"]
+    assert read_json(out / "results" / "scratch-full-n01-s0.json")["settings"]["val_patches_per_subject"] == 2
+    assert transfer.selection_rule(ds, capped).startswith("best Dice on at most 2 patches of each of 2 site-B")
+
+
 def test_a_run_killed_before_its_result_is_trained_again(tmp_path):
     ds, out = FakeDataset(tmp_path), tmp_path / "transfer"
     kw = dict(n_subjects=[1], seeds=[0], progress=False)
@@ -263,7 +277,10 @@ def test_n0_applies_the_site_a_weights_without_training(tmp_path):
 def test_selection_rule_names_the_validation_subjects(tmp_path):
     profile = get_profile("course")
     assert transfer.selection_rule(FakeDataset(tmp_path), profile) == (
-        f"best Dice on the patches of 2 site-B validation subjects, checked {profile.transfer.val_checks} times per run")
+        f"best Dice on at most {profile.transfer.val_patches_per_subject} patches of each of 2 site-B validation "
+        f"subjects, checked {profile.transfer.val_checks} times per run")
+    paper = get_profile("paper")  # the study's settings: every validation patch
+    assert transfer.selection_rule(FakeDataset(tmp_path), paper).startswith("best Dice on the patches of 2 site-B")
     without = FakeDataset(tmp_path, val=[])
     assert transfer.selection_rule(without, profile).startswith("final weights")
     fake = FakeBackend()

@@ -124,6 +124,21 @@ class PatchSet:
         """The patches of the given subjects only (for transfer-learning draws)."""
         return self.select(np.isin(self.subject, np.asarray(list(subjects), dtype=str)))
 
+    def at_most_per_subject(self, k: int) -> PatchSet:
+        """At most ``k`` patches of each subject, evenly spaced in stored order (deterministic).
+
+        Evenly spaced rather than the first ``k``: a subject's patches are stored by kind
+        (vessel-centred, then random), so a prefix would hold one kind only. Subjects with
+        ``k`` patches or fewer keep them all; the order of the kept patches is unchanged.
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        keep = np.zeros(len(self), dtype=bool)
+        for subject in np.unique(self.subject):
+            rows = np.flatnonzero(self.subject == subject)
+            keep[rows[np.linspace(0, len(rows) - 1, min(k, len(rows))).round().astype(int)]] = True
+        return self.select(keep)
+
     # ------------------------------------------------------------------ statistics
     def vessel_fraction(self) -> float:
         """Fraction of label pixels that are vessel."""

@@ -325,6 +325,10 @@ class TransferConfig:
     val_checks
         Validations per run on the site-B validation subjects' patches; the weights with the
         best validation Dice are the ones evaluated (model selection, never on test subjects).
+    val_patches_per_subject
+        At most this many patches of each validation subject, evenly spaced over its stored
+        patches (:meth:`~tofmra_utils.patchset.PatchSet.at_most_per_subject`); ``None``: all.
+        A short run's validations can cost more than its training.
     lr, batch_size
         Fine-tuning optimizer settings.
     pretrained_gan
@@ -348,6 +352,7 @@ class TransferConfig:
     batch_size: int
     max_steps: int | None = None
     val_checks: int = 5
+    val_patches_per_subject: int | None = None
     pretrained_gan: str = "wgan_gp_sn"
     arms: tuple[str, ...] = ("scratch", "synthetic", "real")
     finetunes: tuple[str, ...] = ("full", "frozen_encoder")
@@ -616,8 +621,10 @@ COURSE = Profile(
     # Transfer: scratch vs synthetic-pretrained, n = 0 (no fine-tuning), 1, 3, 10 site-B subjects,
     # 3 seeds, full fine-tuning only; a budget of max(80, 25 n) steps (about 6 passes over the
     # patches at n = 1 and 2 at n = 10), the weights chosen on 2 site-B validation subjects.
+    # 400 validation patches per subject: with all 1000 each run's 5 validations (2000 patches) cost more than its
+    # 80 training steps, and notebook 06 took 565 s instead of 430 s.
     transfer=TransferConfig(n_subjects=(0, 1, 3, 10), seeds=(0, 1, 2), steps_per_subject=25, min_steps=80, lr=5e-4,
-                            batch_size=32, arms=("scratch", "synthetic"), finetunes=("full",)),
+                            batch_size=32, arms=("scratch", "synthetic"), finetunes=("full",), val_patches_per_subject=400),
     privacy=PrivacyConfig(max_per_set=2000, bootstrap=200),
     # DP GAN (notebook 08): one private run per patient at epsilon 10 and one per patch at the 2022 study's 7.4,
     # beside the non-private reference, 200 generator steps each (not the 625 of notebook 03) and 150-step U-nets

@@ -388,7 +388,9 @@ def _budget(p: Profile) -> str:
 
 def _validation_here(profiles: Profiles) -> str:
     counts = _per_profile(profiles, lambda p: (f"{p.data.site_b_n_val} subject{'' if p.data.site_b_n_val == 1 else 's'}"
-                                               f", {p.transfer.val_checks} checks per run"))
+                                               f", {p.transfer.val_checks} checks per run"
+                                               + (f", at most {p.transfer.val_patches_per_subject} patches per subject"
+                                                  if p.transfer.val_patches_per_subject else "")))
     return ("the weights with the best Dice on the patches of site-B validation subjects (never test subjects) are "
             f"evaluated: {counts}")
 

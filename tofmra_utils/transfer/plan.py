@@ -99,7 +99,9 @@ def selection_rule(dataset: Any, profile: Profile) -> str:
     val = list(dataset.splits.get("val", []))
     if not val:
         return "final weights (site B has no validation subjects)"
-    return (f"best Dice on the patches of {len(val)} site-B validation subject{'s' if len(val) > 1 else ''}, "
+    k = profile.transfer.val_patches_per_subject
+    patches = f"at most {k} patches of each of" if k else "the patches of"
+    return (f"best Dice on {patches} {len(val)} site-B validation subject{'s' if len(val) > 1 else ''}, "
             f"checked {profile.transfer.val_checks} times per run")
 
 

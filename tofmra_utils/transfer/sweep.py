@@ -58,6 +58,7 @@ def _run_settings(run: TransferRun, drawn: list[str], init: Path | None, profile
         "init_checkpoint": None if init is None else str(init), "unet": profile.to_dict()["unet"],
         "train_seed": _train_seed(profile.seed, run.seed, run.n_subjects),
         "val_subjects": val_subjects if steps else [], "val_every": _val_every(steps, t.val_checks) if steps else None,
+        "val_patches_per_subject": t.val_patches_per_subject if steps else None,
         "metrics": list(METRICS),  # a result stored with fewer scores is recomputed, not reused
     }
 
@@ -179,6 +180,8 @@ def run_transfer_sweep(
     training = any(r.n_subjects > 0 for r in todo)
     pool_patches = dataset.patches("train") if training else None
     val_patches = dataset.patches("val") if training and val_subjects else None
+    if val_patches is not None and profile.transfer.val_patches_per_subject:
+        val_patches = val_patches.at_most_per_subject(profile.transfer.val_patches_per_subject)
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), desc="transfer sweep", unit="run", disable=not progress)
     try:
         for run in todo:
